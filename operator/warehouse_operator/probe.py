@@ -1,0 +1,247 @@
+"""Run one connection test: spec, credentials, egress policy, timeout, classification, redaction.
+
+This is the single place that turns "a spec and a Secret" into a ``ProbeResult``. The operator
+and ``warehouse-operator check`` both call :func:`run_test`, so they run exactly the same test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import socket
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from warehouse_operator.models import (
+    Check,
+    CheckResult,
+    ConnectionSpec,
+    InvalidSpecError,
+    ProbeResult,
+    Reason,
+    parse_spec,
+)
+from warehouse_operator.providers import get_provider
+from warehouse_operator.providers.base import Destination, ProbeFailure, Stages
+from warehouse_operator.secrets import CredentialError, SecretData
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_DENIED: tuple[str, ...] = ("169.254.0.0/16", "fe80::/10")
+REDACTED = "[REDACTED]"
+MAX_MESSAGE = 500
+
+
+@dataclass(frozen=True)
+class EgressPolicy:
+    """Which destination addresses a test may connect to.
+
+    An address is allowed when it is inside ``allowed`` (empty means everything) and not inside
+    ``denied``. Every address a host name resolves to is checked, so a name that resolves to a
+    denied address (or to several, one of them denied) is refused before any packet is sent.
+    """
+
+    allowed: tuple[IPNetwork, ...] = ()
+    denied: tuple[IPNetwork, ...] = field(
+        default_factory=lambda: tuple(ipaddress.ip_network(c) for c in DEFAULT_DENIED)
+    )
+
+    @classmethod
+    def from_cidrs(cls, allowed: Iterable[str] = (), denied: Iterable[str] = DEFAULT_DENIED) -> EgressPolicy:
+        return cls(
+            allowed=tuple(ipaddress.ip_network(c.strip(), strict=False) for c in allowed if c.strip()),
+            denied=tuple(ipaddress.ip_network(c.strip(), strict=False) for c in denied if c.strip()),
+        )
+
+    def permits(self, address: str) -> bool:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if any(ip in net for net in self.denied if net.version == ip.version):
+            return False
+        if not self.allowed:
+            return True
+        return any(ip in net for net in self.allowed if net.version == ip.version)
+
+
+async def resolve(host: str, port: int, timeout: float) -> list[str]:
+    """All addresses ``host`` resolves to (an IP literal resolves to itself)."""
+    bare = host.strip("[]")
+    try:
+        return [str(ipaddress.ip_address(bare))]
+    except ValueError:
+        pass
+    loop = asyncio.get_running_loop()
+    infos = await asyncio.wait_for(
+        loop.getaddrinfo(bare, port, type=socket.SOCK_STREAM), timeout=max(timeout, 0.001)
+    )
+    return sorted({str(info[4][0]) for info in infos})
+
+
+async def check_destinations(
+    destinations: Sequence[Destination], policy: EgressPolicy, timeout: float
+) -> str:
+    """Raise ProbeFailure unless every destination resolves and is allowed; returns a summary."""
+    for dest in destinations:
+        try:
+            addresses = await resolve(dest.host, dest.port, timeout)
+        except TimeoutError:
+            raise ProbeFailure(Reason.TIMEOUT, f"resolving the {dest.what} host {dest.host} timed out") from None
+        except OSError:
+            raise ProbeFailure(
+                Reason.UNREACHABLE, f"the {dest.what} host {dest.host} could not be resolved (DNS)"
+            ) from None
+        denied = [a for a in addresses if not policy.permits(a)]
+        if denied:
+            raise ProbeFailure(
+                Reason.DESTINATION_DENIED,
+                f"the {dest.what} host {dest.host} resolves to {', '.join(denied)}, "
+                "which the operator's egress policy does not allow",
+            )
+    hosts = ", ".join(f"{d.host}:{d.port}" for d in destinations)
+    return f"allowed by egress policy: {hosts}" if hosts else ""
+
+
+class Redactor:
+    """Removes every Secret value (and recognisable fragments of it) from text."""
+
+    def __init__(self, values: Iterable[bytes]) -> None:
+        needles: set[str] = set()
+        for raw in values:
+            text = raw.decode("utf-8", errors="replace")
+            candidates = {text, text.strip()}
+            # Multi-line values (PEM keys, JSON keys): their lines may be echoed one by one,
+            # and JSON escapes newlines as a two-character sequence.
+            for piece in re.split(r"\r?\n|\\n", text):
+                if len(piece.strip()) >= 12:
+                    candidates.add(piece.strip())
+            for cand in candidates:
+                if cand:
+                    needles.add(cand)
+                    needles.add(repr(cand)[1:-1])
+                    from urllib.parse import quote
+
+                    needles.add(quote(cand, safe=""))
+        self._long = sorted((n for n in needles if len(n) >= 4), key=len, reverse=True)
+        self._short = sorted((n for n in needles if 0 < len(n) < 4), key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for needle in self._long:
+            if needle in text:
+                text = text.replace(needle, REDACTED)
+        for needle in self._short:
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(needle)}(?![A-Za-z0-9])", REDACTED, text)
+        return text
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+
+
+async def run_test(
+    raw_spec: Any,
+    secret_data: Mapping[str, Any] | None,
+    *,
+    policy: EgressPolicy | None = None,
+    secret_name_hint: str | None = None,
+) -> ProbeResult:
+    """Run exactly one test of one connection and describe the outcome.
+
+    ``secret_data`` is the referenced Secret's ``data`` (base64 values), or None when the
+    Secret does not exist. Never raises for anything a user can put in a spec or a Secret.
+    """
+    policy = policy or EgressPolicy()
+    stages = Stages()
+    started = time.monotonic()
+    redact = Redactor(())
+    try:
+        spec = _spec_stage(raw_spec, stages)
+        provider = get_provider(spec.provider)
+        secret_name = spec.credentials_secret_ref.name
+        if secret_data is None:
+            raise ProbeFailure(
+                Reason.SECRET_NOT_FOUND,
+                f"Secret {secret_name!r} was not found in the connection's namespace",
+            )
+        secret = SecretData(secret_name, secret_data, spec.credentials_secret_ref.keys)
+        redact = Redactor(secret.all_values())
+        with stages.stage("credentials", "credentials are well-formed"):
+            try:
+                credentials = provider.parse_credentials(spec, secret)
+            except CredentialError as exc:
+                raise ProbeFailure(exc.reason, exc.message) from None
+        remaining = spec.test_timeout_seconds - (time.monotonic() - started)
+        with stages.stage("destination") as note:
+            note.message = await check_destinations(
+                provider.destinations(spec, credentials), policy, remaining
+            )
+        remaining = spec.test_timeout_seconds - (time.monotonic() - started)
+        probe_started = time.monotonic()
+        try:
+            success = await asyncio.wait_for(
+                provider.probe(spec, credentials, timeout=remaining, stages=stages),
+                timeout=max(remaining, 0.001),
+            )
+        except TimeoutError:
+            _close_open_stage(stages, provider.stage_order(), "no answer in time")
+            raise ProbeFailure(
+                Reason.TIMEOUT,
+                f"no answer within testTimeout ({spec.test_timeout})",
+            ) from None
+        latency_ms = int(round((time.monotonic() - probe_started) * 1000))
+    except ProbeFailure as failure:
+        return _failed(failure.reason, failure.message, stages, redact)
+    except Exception as exc:  # the last line of defence: never raise out of a test
+        detail = redact(str(exc)) or "no detail"
+        return _failed(Reason.PROVIDER_ERROR, f"unexpected {type(exc).__name__}: {detail}", stages, redact)
+
+    message = success.message or f"connected in {latency_ms} ms"
+    return ProbeResult(
+        reason=Reason.CONNECTED,
+        message=_clip(redact(message)),
+        latency_ms=latency_ms,
+        server_version=redact(success.server_version) if success.server_version else None,
+        checks=tuple(_redact_check(c, redact) for c in stages.checks),
+        public_key_fingerprint=success.public_key_fingerprint,
+        warehouse_state=success.warehouse_state,
+    )
+
+
+def _spec_stage(raw_spec: Any, stages: Stages) -> ConnectionSpec:
+    with stages.stage("spec", "spec is valid"):
+        try:
+            spec = parse_spec(raw_spec)
+        except InvalidSpecError as exc:
+            raise ProbeFailure(Reason.INVALID_SPEC, str(exc)) from None
+        try:
+            get_provider(spec.provider)
+        except KeyError:
+            raise ProbeFailure(Reason.INVALID_SPEC, f"provider {spec.provider!r} is not supported") from None
+    return spec
+
+
+def _close_open_stage(stages: Stages, order: list[str], message: str) -> None:
+    """After a timeout, mark the first stage that never finished as Failed."""
+    done = stages.names()
+    for name in order:
+        if name not in done:
+            stages.failed(name, message)
+            return
+
+
+def _failed(reason: Reason, message: str, stages: Stages, redact: Redactor) -> ProbeResult:
+    return ProbeResult(
+        reason=reason,
+        message=_clip(redact(message)),
+        checks=tuple(_redact_check(c, redact) for c in stages.checks),
+    )
+
+
+def _redact_check(check: Check, redact: Redactor) -> Check:
+    if check.result is CheckResult.PASSED and not check.message:
+        return check
+    return check.model_copy(update={"message": _clip(redact(check.message))})

@@ -1,0 +1,115 @@
+"""The one small interface every provider implements, and the helpers they share.
+
+A provider knows nothing of Kubernetes: it gets a validated spec and the Secret's data, and
+it either returns a ``ProbeSuccess`` or raises ``ProbeFailure`` with a reason and a message
+that a person understands. ``probe.py`` adds the policy, the timeout and the redaction.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from warehouse_operator.models import Check, CheckResult, ConnectionSpec, Reason
+from warehouse_operator.secrets import SecretData
+
+
+class ProbeFailure(Exception):
+    """A test failed for a known reason. ``message`` is shown to users (redacted again later)."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A host and port the test will connect to, checked against the egress policy first."""
+
+    host: str
+    port: int
+    what: str = "server"
+
+
+@dataclass
+class ProbeSuccess:
+    server_version: str | None = None
+    message: str | None = None
+    public_key_fingerprint: str | None = None
+    warehouse_state: str | None = None
+
+
+@dataclass
+class Stages:
+    """Records the stages of one test for ``status.checks``, in order, with durations."""
+
+    checks: list[Check] = field(default_factory=list)
+
+    def passed(self, name: str, message: str = "", duration_ms: int = 0) -> None:
+        self.checks.append(Check(name=name, result=CheckResult.PASSED, message=message, duration_ms=duration_ms))
+
+    def failed(self, name: str, message: str, duration_ms: int = 0) -> None:
+        self.checks.append(Check(name=name, result=CheckResult.FAILED, message=message, duration_ms=duration_ms))
+
+    def skipped(self, name: str, message: str = "") -> None:
+        self.checks.append(Check(name=name, result=CheckResult.SKIPPED, message=message))
+
+    @contextmanager
+    def stage(self, name: str, ok_message: str = "") -> Iterator[StageNote]:
+        """Time a stage; a ProbeFailure (or any error) inside it marks the stage Failed."""
+        note = StageNote(ok_message)
+        started = time.monotonic()
+        try:
+            yield note
+        except ProbeFailure as exc:
+            self.failed(name, exc.message, _ms_since(started))
+            raise
+        except BaseException:
+            self.failed(name, "interrupted", _ms_since(started))
+            raise
+        self.passed(name, note.message, _ms_since(started))
+
+    def names(self) -> set[str]:
+        return {c.name for c in self.checks}
+
+
+@dataclass
+class StageNote:
+    """Lets the code inside a stage set the message recorded when the stage passes."""
+
+    message: str = ""
+
+
+def _ms_since(started: float) -> int:
+    return int(round((time.monotonic() - started) * 1000))
+
+
+class Provider(Protocol):
+    """What the registry holds for each provider name."""
+
+    name: str
+
+    def parse_credentials(self, spec: ConnectionSpec, secret: SecretData) -> Any:
+        """Typed credentials from the Secret (pure, no I/O), or raise CredentialError."""
+        ...
+
+    def destinations(self, spec: ConnectionSpec, credentials: Any) -> list[Destination]:
+        """Every host the test will connect to, for the egress policy."""
+        ...
+
+    async def probe(
+        self, spec: ConnectionSpec, credentials: Any, *, timeout: float, stages: Stages
+    ) -> ProbeSuccess:
+        """Connect, authenticate and run the lightweight query within ``timeout`` seconds.
+
+        Must not block the event loop. Raises ProbeFailure on a classified failure.
+        """
+        ...
+
+    def stage_order(self) -> list[str]:
+        """Names of the stages after ``credentials`` and ``destination``, for Skipped rows."""
+        ...

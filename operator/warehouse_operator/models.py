@@ -90,7 +90,9 @@ MAX_DURATION_SECONDS = 7 * 24 * 3600.0
 def parse_duration(text: str) -> float:
     """Parse a Kubernetes-style duration (``30s``, ``5m``, ``1h30m``, ``250ms``) into seconds."""
     if not isinstance(text, str) or len(text) > 32 or not _DURATION_RE.match(text):
-        raise ValueError(f"invalid duration {text!r:.40}: use a number and a unit, e.g. 30s, 5m, 1h")
+        raise ValueError(
+            f"invalid duration {text!r:.40}: use a number and a unit, e.g. 30s, 5m, 1h"
+        )
     seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART_RE.findall(text))
     if seconds > MAX_DURATION_SECONDS:
         raise ValueError(f"duration {text!r} is longer than 7 days")

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from warehouse_operator.models import (
     Check,
@@ -50,10 +51,16 @@ class EgressPolicy:
     )
 
     @classmethod
-    def from_cidrs(cls, allowed: Iterable[str] = (), denied: Iterable[str] = DEFAULT_DENIED) -> EgressPolicy:
+    def from_cidrs(
+        cls, allowed: Iterable[str] = (), denied: Iterable[str] = DEFAULT_DENIED
+    ) -> EgressPolicy:
         return cls(
-            allowed=tuple(ipaddress.ip_network(c.strip(), strict=False) for c in allowed if c.strip()),
-            denied=tuple(ipaddress.ip_network(c.strip(), strict=False) for c in denied if c.strip()),
+            allowed=tuple(
+                ipaddress.ip_network(c.strip(), strict=False) for c in allowed if c.strip()
+            ),
+            denied=tuple(
+                ipaddress.ip_network(c.strip(), strict=False) for c in denied if c.strip()
+            ),
         )
 
     def permits(self, address: str) -> bool:
@@ -89,7 +96,9 @@ async def check_destinations(
         try:
             addresses = await resolve(dest.host, dest.port, timeout)
         except TimeoutError:
-            raise ProbeFailure(Reason.TIMEOUT, f"resolving the {dest.what} host {dest.host} timed out") from None
+            raise ProbeFailure(
+                Reason.TIMEOUT, f"resolving the {dest.what} host {dest.host} timed out"
+            ) from None
         except OSError:
             raise ProbeFailure(
                 Reason.UNREACHABLE, f"the {dest.what} host {dest.host} could not be resolved (DNS)"
@@ -122,8 +131,6 @@ class Redactor:
                 if cand:
                     needles.add(cand)
                     needles.add(repr(cand)[1:-1])
-                    from urllib.parse import quote
-
                     needles.add(quote(cand, safe=""))
         self._long = sorted((n for n in needles if len(n) >= 4), key=len, reverse=True)
         self._short = sorted((n for n in needles if 0 < len(n) < 4), key=len, reverse=True)
@@ -158,6 +165,7 @@ async def run_test(
     stages = Stages()
     started = time.monotonic()
     redact = Redactor(())
+    fingerprint: str | None = None
     try:
         spec = _spec_stage(raw_spec, stages)
         provider = get_provider(spec.provider)
@@ -174,6 +182,8 @@ async def run_test(
                 credentials = provider.parse_credentials(spec, secret)
             except CredentialError as exc:
                 raise ProbeFailure(exc.reason, exc.message) from None
+        # shown on failure too: that is when a person compares it with the server's record
+        fingerprint = getattr(credentials, "public_key_fingerprint", None)
         remaining = spec.test_timeout_seconds - (time.monotonic() - started)
         with stages.stage("destination") as note:
             note.message = await check_destinations(
@@ -192,12 +202,13 @@ async def run_test(
                 Reason.TIMEOUT,
                 f"no answer within testTimeout ({spec.test_timeout})",
             ) from None
-        latency_ms = int(round((time.monotonic() - probe_started) * 1000))
+        latency_ms = round((time.monotonic() - probe_started) * 1000)
     except ProbeFailure as failure:
-        return _failed(failure.reason, failure.message, stages, redact)
+        return _failed(failure.reason, failure.message, stages, redact, fingerprint)
     except Exception as exc:  # the last line of defence: never raise out of a test
         detail = redact(str(exc)) or "no detail"
-        return _failed(Reason.PROVIDER_ERROR, f"unexpected {type(exc).__name__}: {detail}", stages, redact)
+        message = f"unexpected {type(exc).__name__}: {detail}"
+        return _failed(Reason.PROVIDER_ERROR, message, stages, redact, fingerprint)
 
     message = success.message or f"connected in {latency_ms} ms"
     return ProbeResult(
@@ -206,7 +217,7 @@ async def run_test(
         latency_ms=latency_ms,
         server_version=redact(success.server_version) if success.server_version else None,
         checks=tuple(_redact_check(c, redact) for c in stages.checks),
-        public_key_fingerprint=success.public_key_fingerprint,
+        public_key_fingerprint=success.public_key_fingerprint or fingerprint,
         warehouse_state=success.warehouse_state,
     )
 
@@ -220,7 +231,9 @@ def _spec_stage(raw_spec: Any, stages: Stages) -> ConnectionSpec:
         try:
             get_provider(spec.provider)
         except KeyError:
-            raise ProbeFailure(Reason.INVALID_SPEC, f"provider {spec.provider!r} is not supported") from None
+            raise ProbeFailure(
+                Reason.INVALID_SPEC, f"provider {spec.provider!r} is not supported"
+            ) from None
     return spec
 
 
@@ -233,11 +246,14 @@ def _close_open_stage(stages: Stages, order: list[str], message: str) -> None:
             return
 
 
-def _failed(reason: Reason, message: str, stages: Stages, redact: Redactor) -> ProbeResult:
+def _failed(
+    reason: Reason, message: str, stages: Stages, redact: Redactor, fingerprint: str | None
+) -> ProbeResult:
     return ProbeResult(
         reason=reason,
         message=_clip(redact(message)),
         checks=tuple(_redact_check(c, redact) for c in stages.checks),
+        public_key_fingerprint=fingerprint,
     )
 
 

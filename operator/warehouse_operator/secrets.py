@@ -40,11 +40,15 @@ class SecretData:
 
     @classmethod
     def from_plain(
-        cls, secret_name: str, values: Mapping[str, str | bytes], key_map: Mapping[str, str] | None = None
+        cls,
+        secret_name: str,
+        values: Mapping[str, str | bytes],
+        key_map: Mapping[str, str] | None = None,
     ) -> SecretData:
         """Build from undecoded values (``stringData`` in a manifest, or tests)."""
         encoded = {
-            k: base64.b64encode(v.encode() if isinstance(v, str) else v).decode() for k, v in values.items()
+            k: base64.b64encode(v.encode() if isinstance(v, str) else v).decode()
+            for k, v in values.items()
         }
         return cls(secret_name, encoded, key_map)
 

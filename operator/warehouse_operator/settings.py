@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from warehouse_operator.models import parse_duration
 from warehouse_operator.probe import DEFAULT_DENIED, EgressPolicy
@@ -94,30 +95,110 @@ def _cidrs(value: str) -> tuple[str, ...]:
 
 
 # flag, env var, type, default, help
-_OPTIONS: Sequence[tuple[str, str, object, object, str]] = (
-    ("--namespaces", "WHC_NAMESPACES", _csv, (), "comma-separated namespaces to watch (default: all)"),
-    ("--default-test-interval", "WHC_DEFAULT_TEST_INTERVAL", _duration, 300.0, "test interval when spec.testInterval is not set (default 5m)"),
-    ("--max-concurrent-tests", "WHC_MAX_CONCURRENT_TESTS", _positive_int, 50, "tests running at once, operator-wide (default 50)"),
-    ("--egress-allowed-cidrs", "WHC_EGRESS_ALLOWED_CIDRS", _cidrs, (), "comma-separated CIDRs tests may connect to (default: any)"),
-    ("--egress-denied-cidrs", "WHC_EGRESS_DENIED_CIDRS", _cidrs, DEFAULT_DENIED, "comma-separated CIDRs tests may never connect to (default: link-local)"),
-    ("--in-use-kinds", "WHC_IN_USE_KINDS", _csv, DEFAULT_IN_USE_KINDS, "group/version/plural of kinds whose labelled objects use a connection"),
+_OPTIONS: Sequence[tuple[str, str, Callable[[str], Any], object, str]] = (
+    (
+        "--namespaces",
+        "WHC_NAMESPACES",
+        _csv,
+        (),
+        "comma-separated namespaces to watch (default: all)",
+    ),
+    (
+        "--default-test-interval",
+        "WHC_DEFAULT_TEST_INTERVAL",
+        _duration,
+        300.0,
+        "test interval when spec.testInterval is not set (default 5m)",
+    ),
+    (
+        "--max-concurrent-tests",
+        "WHC_MAX_CONCURRENT_TESTS",
+        _positive_int,
+        50,
+        "tests running at once, operator-wide (default 50)",
+    ),
+    (
+        "--egress-allowed-cidrs",
+        "WHC_EGRESS_ALLOWED_CIDRS",
+        _cidrs,
+        (),
+        "comma-separated CIDRs tests may connect to (default: any)",
+    ),
+    (
+        "--egress-denied-cidrs",
+        "WHC_EGRESS_DENIED_CIDRS",
+        _cidrs,
+        DEFAULT_DENIED,
+        "comma-separated CIDRs tests may never connect to (default: link-local)",
+    ),
+    (
+        "--in-use-kinds",
+        "WHC_IN_USE_KINDS",
+        _csv,
+        DEFAULT_IN_USE_KINDS,
+        "group/version/plural of kinds whose labelled objects use a connection",
+    ),
     ("--log-format", "WHC_LOG_FORMAT", str, "text", "text or json"),
     ("--log-level", "WHC_LOG_LEVEL", str, "INFO", "DEBUG, INFO, WARNING or ERROR"),
     ("--metrics-port", "WHC_METRICS_PORT", _port, 8080, "port of /metrics (0: off)"),
     ("--health-port", "WHC_HEALTH_PORT", _port, 8081, "port of /healthz and /readyz (0: off)"),
-    ("--startup-spread", "WHC_STARTUP_SPREAD", _duration, 30.0, "on start, re-tests of up-to-date connections are spread over this long"),
-    ("--leader-elect", "WHC_LEADER_ELECT", _bool, False, "use a Lease so that only one replica tests"),
-    ("--leader-election-namespace", "WHC_LEADER_ELECTION_NAMESPACE", str, "", "namespace of the Lease (default: the pod's)"),
-    ("--leader-election-lease", "WHC_LEADER_ELECTION_LEASE", str, "warehouse-operator", "name of the Lease"),
-    ("--webhook-port", "WHC_WEBHOOK_PORT", _port, 0, "port of the admission webhook server (0: off)"),
-    ("--webhook-cert-dir", "WHC_WEBHOOK_CERT_DIR", str, "", "folder with tls.crt and tls.key for the webhook"),
-    ("--one-connection-per-namespace", "WHC_ONE_CONNECTION_PER_NAMESPACE", _bool, False, "refuse a second WarehouseConnection in a namespace"),
+    (
+        "--startup-spread",
+        "WHC_STARTUP_SPREAD",
+        _duration,
+        30.0,
+        "on start, re-tests of up-to-date connections are spread over this long",
+    ),
+    (
+        "--leader-elect",
+        "WHC_LEADER_ELECT",
+        _bool,
+        False,
+        "use a Lease so that only one replica tests",
+    ),
+    (
+        "--leader-election-namespace",
+        "WHC_LEADER_ELECTION_NAMESPACE",
+        str,
+        "",
+        "namespace of the Lease (default: the pod's)",
+    ),
+    (
+        "--leader-election-lease",
+        "WHC_LEADER_ELECTION_LEASE",
+        str,
+        "warehouse-operator",
+        "name of the Lease",
+    ),
+    (
+        "--webhook-port",
+        "WHC_WEBHOOK_PORT",
+        _port,
+        0,
+        "port of the admission webhook server (0: off)",
+    ),
+    (
+        "--webhook-cert-dir",
+        "WHC_WEBHOOK_CERT_DIR",
+        str,
+        "",
+        "folder with tls.crt and tls.key for the webhook",
+    ),
+    (
+        "--one-connection-per-namespace",
+        "WHC_ONE_CONNECTION_PER_NAMESPACE",
+        _bool,
+        False,
+        "refuse a second WarehouseConnection in a namespace",
+    ),
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     for flag, env, kind, default, help_text in _OPTIONS:
-        parser.add_argument(flag, type=kind, default=None, metavar=env, help=f"{help_text} [env {env}]")  # type: ignore[arg-type]
+        parser.add_argument(
+            flag, type=kind, default=None, metavar=env, help=f"{help_text} [env {env}]"
+        )
         del default
 
 
@@ -130,7 +211,7 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None
         value = getattr(args, attr, None)
         if value is None and environ.get(env) is not None:
             try:
-                value = kind(environ[env])  # type: ignore[operator]
+                value = kind(environ[env])
             except (argparse.ArgumentTypeError, ValueError) as exc:
                 raise SystemExit(f"warehouse-operator: invalid {env}: {exc}") from None
         values[attr] = default if value is None else value

@@ -50,10 +50,14 @@ class Stages:
     checks: list[Check] = field(default_factory=list)
 
     def passed(self, name: str, message: str = "", duration_ms: int = 0) -> None:
-        self.checks.append(Check(name=name, result=CheckResult.PASSED, message=message, duration_ms=duration_ms))
+        self.checks.append(
+            Check(name=name, result=CheckResult.PASSED, message=message, duration_ms=duration_ms)
+        )
 
     def failed(self, name: str, message: str, duration_ms: int = 0) -> None:
-        self.checks.append(Check(name=name, result=CheckResult.FAILED, message=message, duration_ms=duration_ms))
+        self.checks.append(
+            Check(name=name, result=CheckResult.FAILED, message=message, duration_ms=duration_ms)
+        )
 
     def skipped(self, name: str, message: str = "") -> None:
         self.checks.append(Check(name=name, result=CheckResult.SKIPPED, message=message))
@@ -85,7 +89,7 @@ class StageNote:
 
 
 def _ms_since(started: float) -> int:
-    return int(round((time.monotonic() - started) * 1000))
+    return round((time.monotonic() - started) * 1000)
 
 
 class Provider(Protocol):

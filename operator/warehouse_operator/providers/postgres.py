@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from warehouse_operator.models import ConnectionSpec, PostgresSpec, Reason
 from warehouse_operator.providers.base import Destination, ProbeFailure, ProbeSuccess, Stages
@@ -44,7 +45,9 @@ class PostgresProvider:
             _check_ca(ca_pem, secret.secret_name)
         return PostgresCredentials(username=username, password=password, ca_pem=ca_pem)
 
-    def destinations(self, spec: ConnectionSpec, credentials: PostgresCredentials) -> list[Destination]:
+    def destinations(
+        self, spec: ConnectionSpec, credentials: PostgresCredentials
+    ) -> list[Destination]:
         pg = _pg(spec)
         return [Destination(pg.host, pg.port, "database")]
 
@@ -52,13 +55,18 @@ class PostgresProvider:
         return ["connect", "authenticate", "query"]
 
     async def probe(
-        self, spec: ConnectionSpec, credentials: PostgresCredentials, *, timeout: float, stages: Stages
+        self,
+        spec: ConnectionSpec,
+        credentials: PostgresCredentials,
+        *,
+        timeout: float,
+        stages: Stages,
     ) -> ProbeSuccess:
         import psycopg  # imported here: only operators with postgres connections pay for it
 
         pg = _pg(spec)
         with _ca_file(credentials.ca_pem) as ca_path:
-            params: dict[str, str | int] = {
+            params: dict[str, Any] = {
                 "host": pg.host,
                 "port": pg.port,
                 "dbname": pg.database,
@@ -91,7 +99,10 @@ class PostgresProvider:
                 f"connected to {pg.host}:{pg.port} {'with' if tls else 'without'} TLS",
                 _ms(started),
             )
-            stages.passed("authenticate", f"authenticated as {credentials.username!r} to database {pg.database!r}")
+            stages.passed(
+                "authenticate",
+                f"authenticated as {credentials.username!r} to database {pg.database!r}",
+            )
             with stages.stage("query", "SELECT 1 returned 1"):
                 try:
                     cursor = await conn.execute("SELECT 1")
@@ -109,11 +120,13 @@ class PostgresProvider:
 
 PROVIDER = PostgresProvider()
 
-_SERVER_ANSWERED = frozenset({Reason.AUTHENTICATION_FAILED, Reason.NOT_FOUND, Reason.PERMISSION_DENIED})
+_SERVER_ANSWERED = frozenset(
+    {Reason.AUTHENTICATION_FAILED, Reason.NOT_FOUND, Reason.PERMISSION_DENIED}
+)
 
 
 def _ms(started: float) -> int:
-    return int(round((time.monotonic() - started) * 1000))
+    return round((time.monotonic() - started) * 1000)
 
 
 def _check_ca(ca_pem: bytes, secret_name: str) -> None:
@@ -166,22 +179,38 @@ def classify_connect_error(exc: Exception, pg: PostgresSpec, username: str) -> t
     where = f"{pg.host}:{pg.port}"
     if isinstance(exc, psycopg.errors.ConnectionTimeout) or "timeout expired" in low:
         return Reason.TIMEOUT, f"{where} did not answer in time"
-    if sqlstate == "28P01" or "password authentication failed" in low or "no password supplied" in low:
+    if (
+        sqlstate == "28P01"
+        or "password authentication failed" in low
+        or "no password supplied" in low
+    ):
         return Reason.AUTHENTICATION_FAILED, f"password authentication failed for user {username!r}"
     if sqlstate == "28000" and "pg_hba.conf" not in low:
-        return Reason.AUTHENTICATION_FAILED, f"the server rejected user {username!r}: {_server_detail(text)}"
+        return (
+            Reason.AUTHENTICATION_FAILED,
+            f"the server rejected user {username!r}: {_server_detail(text)}",
+        )
     if sqlstate == "3D000" or re.search(r'database ".*" does not exist', text):
         return Reason.NOT_FOUND, f"database {pg.database!r} does not exist on {where}"
     if re.search(r'role ".*" does not exist', text):
         return Reason.AUTHENTICATION_FAILED, f"user {username!r} does not exist on {where}"
     if sqlstate == "42501" or "permission denied" in low or "not permitted to log in" in low:
-        return Reason.PERMISSION_DENIED, f"user {username!r} may not connect: {_server_detail(text)}"
+        return (
+            Reason.PERMISSION_DENIED,
+            f"user {username!r} may not connect: {_server_detail(text)}",
+        )
     if "does not support ssl" in low:
-        return Reason.TLS_ERROR, f"{where} does not support TLS, but sslMode {pg.ssl_mode} requires it"
+        return (
+            Reason.TLS_ERROR,
+            f"{where} does not support TLS, but sslMode {pg.ssl_mode} requires it",
+        )
     if "pg_hba.conf" in low:
         if "no encryption" in low and pg.ssl_mode in ("disable", "allow"):
             return Reason.TLS_ERROR, f"{where} requires TLS, but sslMode is {pg.ssl_mode}"
-        return Reason.PERMISSION_DENIED, f"the server's pg_hba.conf has no entry allowing this connection ({_server_detail(text)})"
+        return (
+            Reason.PERMISSION_DENIED,
+            f"the server's pg_hba.conf has no entry allowing this connection ({_server_detail(text)})",
+        )
     if any(s in low for s in ("certificate", "ssl", "tls", "root cert")):
         return Reason.TLS_ERROR, f"TLS with {where} failed: {_server_detail(text)}"
     if any(
@@ -199,7 +228,10 @@ def classify_connect_error(exc: Exception, pg: PostgresSpec, username: str) -> t
         return Reason.UNREACHABLE, f"cannot reach {where}: {_server_detail(text)}"
     if sqlstate and sqlstate.startswith("08"):
         return Reason.UNREACHABLE, f"cannot reach {where}: {_server_detail(text)}"
-    return Reason.PROVIDER_ERROR, f"PostgreSQL at {where} refused the connection: {_server_detail(text)}"
+    return (
+        Reason.PROVIDER_ERROR,
+        f"PostgreSQL at {where} refused the connection: {_server_detail(text)}",
+    )
 
 
 def classify_query_error(exc: Exception) -> tuple[Reason, str]:

@@ -1,0 +1,254 @@
+"""The few Kubernetes API calls the operator makes itself, outside kopf's watches.
+
+kopf watches; this client writes: one status PATCH per test, events on transitions, and a GET
+of a Secret the first time a connection references it. Every call has a timeout, and
+transient failures (429, 5xx, connection errors) are retried with capped, jittered backoff.
+Credentials come from the same login as kopf's (kubeconfig, in-cluster service account).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import random
+import ssl
+import tempfile
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import aiohttp
+
+from warehouse_operator.models import GROUP, KIND, PLURAL, VERSION
+
+logger = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT = 15.0
+RETRIES = 5
+COMPONENT = "warehouse-operator"
+
+
+class ConnectionInfoLike(Protocol):
+    server: str
+    ca_path: Any
+    ca_data: Any
+    insecure: bool | None
+    username: str | None
+    password: str | None
+    scheme: str | None
+    token: str | None
+    certificate_path: Any
+    certificate_data: Any
+    private_key_path: Any
+    private_key_data: Any
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+
+
+class SecretForbidden(Exception):
+    """The operator's service account may not read Secrets in that namespace."""
+
+
+def _as_bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def _maybe_b64(value: Any) -> bytes:
+    """kubeconfig ``*-data`` fields are base64; some loaders hand them over already decoded."""
+    raw = _as_bytes(value)
+    if b"-----BEGIN" in raw:
+        return raw
+    return base64.b64decode(raw)
+
+
+class KubeClient:
+    def __init__(self, login: Callable[[], ConnectionInfoLike]) -> None:
+        self._login = login
+        self._session: aiohttp.ClientSession | None = None
+        self._server = ""
+        self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
+        self._lock = asyncio.Lock()
+        self.requests = {"GET": 0, "PATCH": 0, "POST": 0}
+
+    async def _ensure(self, force: bool = False) -> aiohttp.ClientSession:
+        async with self._lock:
+            if self._session is not None and not force:
+                return self._session
+            if self._session is not None:
+                await self._session.close()
+            info = await asyncio.to_thread(self._login)
+            self._session = self._make_session(info)
+            return self._session
+
+    def _make_session(self, info: ConnectionInfoLike) -> aiohttp.ClientSession:
+        self._server = info.server.rstrip("/")
+        headers: dict[str, str] = {"User-Agent": f"{COMPONENT}/status-writer"}
+        if info.token:
+            headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
+        elif info.username and info.password:
+            basic = base64.b64encode(f"{info.username}:{info.password}".encode()).decode()
+            headers["Authorization"] = f"Basic {basic}"
+        ssl_ctx: ssl.SSLContext | bool = True
+        if self._server.startswith("https"):
+            ctx = ssl.create_default_context()
+            if info.insecure:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            if info.ca_path:
+                ctx.load_verify_locations(cafile=os.fsdecode(info.ca_path))
+            elif info.ca_data:
+                ctx.load_verify_locations(cadata=_maybe_b64(info.ca_data).decode())
+            cert, key = self._client_cert_files(info)
+            if cert and key:
+                ctx.load_cert_chain(cert, key)
+            ssl_ctx = ctx
+        connector = aiohttp.TCPConnector(ssl=ssl_ctx, limit=20)
+        return aiohttp.ClientSession(
+            headers=headers,
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
+        )
+
+    def _client_cert_files(self, info: ConnectionInfoLike) -> tuple[str | None, str | None]:
+        cert = os.fsdecode(info.certificate_path) if info.certificate_path else None
+        key = os.fsdecode(info.private_key_path) if info.private_key_path else None
+        if info.certificate_data or info.private_key_data:
+            if self._tmpdir is None:
+                self._tmpdir = tempfile.TemporaryDirectory(prefix="whc-kube-")
+            if info.certificate_data:
+                cert = os.path.join(self._tmpdir.name, "client.crt")
+                _write_private(cert, _maybe_b64(info.certificate_data))
+            if info.private_key_data:
+                key = os.path.join(self._tmpdir.name, "client.key")
+                _write_private(key, _maybe_b64(info.private_key_data))
+        return cert, key
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self._tmpdir is not None:
+            self._tmpdir.cleanup()
+            self._tmpdir = None
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        content_type: str = "application/json",
+        not_found_ok: bool = False,
+    ) -> Any:
+        delay = 0.2
+        relogged = False
+        for attempt in range(RETRIES + 1):
+            session = await self._ensure()
+            self.requests[method] = self.requests.get(method, 0) + 1
+            try:
+                async with session.request(
+                    method,
+                    self._server + path,
+                    json=json_body,
+                    headers={"Content-Type": content_type} if json_body is not None else None,
+                ) as resp:
+                    if resp.status == 404 and not_found_ok:
+                        return None
+                    if resp.status == 401 and not relogged:
+                        relogged = True
+                        await self._ensure(force=True)
+                        continue
+                    if resp.status < 400:
+                        return await resp.json(content_type=None)
+                    text = (await resp.text())[:300]
+                    if resp.status == 403:
+                        raise ApiError(resp.status, text)
+                    if resp.status not in (409, 429) and resp.status < 500:
+                        raise ApiError(resp.status, text)
+                    retry_after = resp.headers.get("Retry-After", "")
+                    if retry_after.isdigit():
+                        delay = max(delay, min(float(retry_after), 10.0))
+                    failure: Exception = ApiError(resp.status, text)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                failure = exc
+            if attempt == RETRIES:
+                raise failure
+            logger.debug("retrying %s %s after %s", method, path, failure)
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 5.0)
+        raise RuntimeError("unreachable")
+
+    # --- the calls ----------------------------------------------------------------------------
+
+    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Any:
+        """Merge-patch the status subresource; None when the object is gone."""
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status"
+        return await self._request(
+            "PATCH",
+            path,
+            json_body={"status": dict(status)},
+            content_type="application/merge-patch+json",
+            not_found_ok=True,
+        )
+
+    async def get_secret_data(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Secret's ``data``; None when it does not exist."""
+        try:
+            body = await self._request(
+                "GET", f"/api/v1/namespaces/{namespace}/secrets/{name}", not_found_ok=True
+            )
+        except ApiError as exc:
+            if exc.status == 403:
+                raise SecretForbidden(namespace) from None
+            raise
+        if body is None:
+            return None
+        data = body.get("data") if isinstance(body, dict) else None
+        return dict(data) if isinstance(data, dict) else {}
+
+    async def post_event(
+        self,
+        namespace: str,
+        name: str,
+        uid: str | None,
+        type_: str,
+        reason: str,
+        message: str,
+    ) -> None:
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        involved: dict[str, Any] = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "name": name,
+            "namespace": namespace,
+        }
+        if uid:
+            involved["uid"] = uid
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{name}.", "namespace": namespace},
+            "involvedObject": involved,
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": os.environ.get("HOSTNAME", COMPONENT),
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        await self._request("POST", f"/api/v1/namespaces/{namespace}/events", json_body=body)
+
+
+def _write_private(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)

@@ -1,0 +1,423 @@
+"""When each connection is tested: one operator-wide scheduler.
+
+Fed by the kopf handlers with what the watches see, it holds each connection's next due time
+(interval with jitter, or capped exponential backoff while failing), runs tests on a fixed pool
+of workers (the global concurrency limit), puts new and changed connections ahead of routine
+re-tests, and writes each result with one status PATCH. No per-object tasks, no finalizers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import heapq
+import itertools
+import json
+import logging
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from warehouse_operator import metrics
+from warehouse_operator.models import TEST_REQUESTED_ANNOTATION, ProbeResult, Reason, parse_duration
+from warehouse_operator.probe import EgressPolicy, run_test
+from warehouse_operator.status import Event, compute_status, merge_patch
+
+logger = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (namespace, name)
+
+URGENT = 0
+ROUTINE = 1
+BACKOFF_BASE = 5.0
+JITTER = 0.1
+_MISSING = object()
+
+
+class Api(Protocol):
+    """What the scheduler needs from the Kubernetes API (see kube.KubeClient)."""
+
+    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Any: ...
+
+    async def get_secret_data(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    async def post_event(
+        self, namespace: str, name: str, uid: str | None, type_: str, reason: str, message: str
+    ) -> None: ...
+
+
+class SecretUnreadable(Exception):
+    pass
+
+
+@dataclass
+class Tracked:
+    key: Key
+    uid: str | None
+    spec: Any
+    spec_hash: str
+    generation: int | None
+    secret_name: str | None
+    provider: str | None
+    test_request: str | None
+    handled_request: str | None
+    status: dict[str, Any]
+    suspended: bool
+    interval: float
+    due: float | None = None
+    queued: bool = False
+    running: bool = False
+    rerun: bool = False
+    failures: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _spec_hash(spec: Any) -> str:
+    text = json.dumps(spec, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _int_or_zero(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _spec_view(spec: Any, default_interval: float) -> tuple[str | None, str | None, bool, float]:
+    """(secret name, provider, suspended, interval) read leniently: invalid specs are still tested."""
+    if not isinstance(spec, Mapping):
+        return None, None, False, default_interval
+    ref = spec.get("credentialsSecretRef")
+    secret = _str_or_none(ref.get("name")) if isinstance(ref, Mapping) else None
+    provider = _str_or_none(spec.get("provider"))
+    if provider == "postgresql":
+        provider = "postgres"
+    suspended = spec.get("suspend") is True
+    interval = default_interval
+    raw_interval = spec.get("testInterval")
+    if isinstance(raw_interval, str):
+        with contextlib.suppress(ValueError):
+            interval = parse_duration(raw_interval)
+    return secret, provider, suspended, interval
+
+
+def backoff_delay(failures: int, interval: float) -> float:
+    """Exponential backoff after ``failures`` consecutive failures, capped by the interval."""
+    return float(min(interval, BACKOFF_BASE * (2 ** max(0, min(failures, 20) - 1))))
+
+
+def jittered(delay: float) -> float:
+    return delay * (1 + random.uniform(-JITTER, JITTER))
+
+
+class Scheduler:
+    def __init__(
+        self,
+        api: Api,
+        *,
+        max_concurrent: int = 50,
+        default_interval: float = 300.0,
+        policy: EgressPolicy | None = None,
+        startup_spread: float = 30.0,
+    ) -> None:
+        self.api = api
+        self.max_concurrent = max_concurrent
+        self.default_interval = default_interval
+        self.policy = policy or EgressPolicy()
+        self.startup_spread = startup_spread
+        self.tracked: dict[Key, Tracked] = {}
+        self._refs: dict[Key, set[Key]] = {}  # (namespace, secret name) -> connections
+        self._secrets: dict[Key, dict[str, Any] | None] = {}  # only referenced Secrets
+        self._ready: asyncio.PriorityQueue[tuple[int, int, Key]] = asyncio.PriorityQueue()
+        self._timers: list[tuple[float, int, Key]] = []
+        self._seq = itertools.count()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.active = asyncio.Event()  # set while this replica may test (leader)
+        self.running_tests = 0
+        self.peak_running_tests = 0
+        self.tests_done = 0
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self, *, active: bool = True) -> None:
+        if active:
+            self.active.set()
+        self._tasks.append(asyncio.create_task(self._dispatch(), name="whc-dispatcher"))
+        for i in range(self.max_concurrent):
+            self._tasks.append(asyncio.create_task(self._work(), name=f"whc-worker-{i}"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    # --- what the watches see -------------------------------------------------------------------
+
+    def observe(self, body: Mapping[str, Any], event_type: str | None = None) -> None:
+        """A WarehouseConnection was listed, added or modified (or deleted)."""
+        meta = body.get("metadata") or {}
+        key: Key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        if event_type == "DELETED":
+            self.forget(key)
+            return
+        spec = body.get("spec")
+        uid = _str_or_none(meta.get("uid"))
+        generation = meta.get("generation") if isinstance(meta.get("generation"), int) else None
+        annotations = meta.get("annotations") or {}
+        request = (
+            _str_or_none(annotations.get(TEST_REQUESTED_ANNOTATION))
+            if isinstance(annotations, Mapping)
+            else None
+        )
+        secret, provider, suspended, interval = _spec_view(spec, self.default_interval)
+        spec_hash = _spec_hash(spec)
+
+        t = self.tracked.get(key)
+        if t is not None and t.uid is not None and uid is not None and t.uid != uid:
+            self.forget(key)  # deleted and created again under the same name
+            t = None
+        if t is None:
+            status = body.get("status")
+            status = dict(status) if isinstance(status, Mapping) else {}
+            t = Tracked(
+                key=key,
+                uid=uid,
+                spec=spec,
+                spec_hash=spec_hash,
+                generation=generation,
+                secret_name=secret,
+                provider=provider,
+                test_request=request,
+                handled_request=_str_or_none(status.get("lastHandledTestRequest")),
+                status=status,
+                suspended=suspended,
+                interval=interval,
+                failures=_int_or_zero(status.get("consecutiveFailures")),
+            )
+            self.tracked[key] = t
+            self._ref(t)
+            if suspended:
+                return
+            if self._status_is_current(t):
+                # known and tested before (an operator restart): spread re-tests out, no stampede
+                spread = (
+                    min(self.startup_spread, t.interval) if t.interval > 0 else self.startup_spread
+                )
+                self._schedule_in(t, random.uniform(0, spread))
+            else:
+                self._enqueue(t, URGENT)
+            return
+
+        changed = spec_hash != t.spec_hash
+        requested = (
+            request is not None and request != t.handled_request and request != t.test_request
+        )
+        t.uid = uid or t.uid
+        t.generation = generation
+        t.test_request = request
+        if changed:
+            self._unref(t)
+            t.spec, t.spec_hash = spec, spec_hash
+            t.secret_name, t.provider, t.suspended, t.interval = (
+                secret,
+                provider,
+                suspended,
+                interval,
+            )
+            self._ref(t)
+        if t.suspended:
+            t.due = None  # its timer entry is now stale and will be dropped
+            return
+        if changed or requested:
+            self._enqueue(t, URGENT)
+
+    def forget(self, key: Key) -> None:
+        t = self.tracked.pop(key, None)
+        if t is not None:
+            self._unref(t)
+            t.due = None
+            metrics.forget_connection(key[0], key[1], t.provider)
+
+    def observe_secret(self, namespace: str, name: str, data: Mapping[str, Any] | None) -> None:
+        """A Secret was listed, added, modified (``data``) or deleted (None)."""
+        skey = (namespace, name)
+        users = self._refs.get(skey)
+        if not users:
+            return  # nobody uses it: keep nothing of it in memory
+        new = dict(data) if data is not None else None
+        old = self._secrets.get(skey, _MISSING)
+        self._secrets[skey] = new
+        if old is not _MISSING and old != new:
+            for key in list(users):
+                t = self.tracked.get(key)
+                if t is not None and not t.suspended:
+                    self._enqueue(t, URGENT)
+
+    def _ref(self, t: Tracked) -> None:
+        if t.secret_name:
+            self._refs.setdefault((t.key[0], t.secret_name), set()).add(t.key)
+
+    def _unref(self, t: Tracked) -> None:
+        if not t.secret_name:
+            return
+        skey = (t.key[0], t.secret_name)
+        users = self._refs.get(skey)
+        if users is not None:
+            users.discard(t.key)
+            if not users:
+                del self._refs[skey]
+                self._secrets.pop(skey, None)
+
+    def _status_is_current(self, t: Tracked) -> bool:
+        status = t.status
+        if not status.get("lastTestedAt"):
+            return False
+        if t.generation is not None and status.get("observedGeneration") != t.generation:
+            return False
+        return t.test_request is None or t.test_request == t.handled_request
+
+    # --- queues -------------------------------------------------------------------------------
+
+    def _enqueue(self, t: Tracked, priority: int) -> None:
+        if t.running:
+            t.rerun = True
+            return
+        t.due = None
+        if t.queued:
+            if priority == URGENT and t.extra.get("priority") != URGENT:
+                t.extra["priority"] = URGENT
+                self._ready.put_nowait(
+                    (URGENT, next(self._seq), t.key)
+                )  # the stale entry is skipped
+            return
+        t.queued = True
+        t.extra["priority"] = priority
+        self._ready.put_nowait((priority, next(self._seq), t.key))
+
+    def _schedule_in(self, t: Tracked, delay: float) -> None:
+        due = time.monotonic() + max(0.0, delay)
+        t.due = due
+        heapq.heappush(self._timers, (due, next(self._seq), t.key))
+        if self._timers[0][2] == t.key:
+            self._wake.set()
+
+    async def _dispatch(self) -> None:
+        while True:
+            await self.active.wait()
+            now = time.monotonic()
+            while self._timers and self._timers[0][0] <= now:
+                due, _, key = heapq.heappop(self._timers)
+                t = self.tracked.get(key)
+                if t is not None and t.due == due and not t.suspended:
+                    t.due = None
+                    self._enqueue(t, ROUTINE)
+            timeout = self._timers[0][0] - now if self._timers else None
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _work(self) -> None:
+        while True:
+            priority, _, key = await self._ready.get()
+            await self.active.wait()
+            t = self.tracked.get(key)
+            if t is None or not t.queued or t.extra.get("priority") != priority or t.suspended:
+                continue
+            t.queued = False
+            t.running = True
+            self.running_tests += 1
+            self.peak_running_tests = max(self.peak_running_tests, self.running_tests)
+            try:
+                await self._test(t)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # never lose a connection to a bug or an API outage: try again later
+                logger.exception("testing %s/%s failed unexpectedly; retrying later", *t.key)
+                if self.tracked.get(t.key) is t:
+                    self._schedule_in(t, jittered(BACKOFF_BASE))
+            finally:
+                self.running_tests -= 1
+                t.running = False
+                if t.rerun and self.tracked.get(t.key) is t:
+                    t.rerun = False
+                    self._enqueue(t, URGENT)
+
+    # --- one test -----------------------------------------------------------------------------
+
+    async def _secret_for(self, t: Tracked) -> dict[str, Any] | None:
+        if not t.secret_name:
+            return None
+        skey = (t.key[0], t.secret_name)
+        if skey in self._secrets:
+            return self._secrets[skey]
+        data = await self.api.get_secret_data(*skey)
+        if skey in self._refs and skey not in self._secrets:
+            self._secrets[skey] = data
+        return data
+
+    async def _test(self, t: Tracked) -> None:
+        namespace, name = t.key
+        spec, spec_hash, generation, request = t.spec, t.spec_hash, t.generation, t.test_request
+        started = time.monotonic()
+        try:
+            secret = await self._secret_for(t)
+        except Exception as exc:  # the API refused or failed: report it, not a crash
+            result = ProbeResult(
+                reason=Reason.SECRET_NOT_FOUND,
+                message=f"Secret {t.secret_name!r} could not be read: {_api_failure(exc)}",
+            )
+        else:
+            result = await run_test(spec, secret, policy=self.policy)
+        elapsed = time.monotonic() - started
+        if self.tracked.get(t.key) is not t:
+            return  # deleted meanwhile
+        now = datetime.now(UTC)
+        new_status, events = compute_status(
+            t.status, result, generation=generation, now=now, test_request=request
+        )
+        response = await self.api.patch_status(namespace, name, merge_patch(t.status, new_status))
+        if response is None:
+            self.forget(t.key)  # the object is gone
+            return
+        t.status = new_status
+        t.handled_request = request if request is not None else t.handled_request
+        t.failures = 0 if result.ok else t.failures + 1
+        self.tests_done += 1
+        metrics.record_test(
+            namespace, name, t.provider, result.ok, result.reason.value, elapsed, now.timestamp()
+        )
+        for event in events:
+            await self._post_event(t, event)
+        if spec_hash != t.spec_hash:
+            t.rerun = True  # the spec changed while testing: test the new one
+        if t.interval > 0 and not t.suspended:
+            delay = t.interval if result.ok else backoff_delay(t.failures, t.interval)
+            self._schedule_in(t, jittered(delay))
+
+    async def _post_event(self, t: Tracked, event: Event) -> None:
+        try:
+            await self.api.post_event(
+                t.key[0], t.key[1], t.uid, event.type, event.reason, event.message
+            )
+        except Exception as exc:  # an event is worth less than the status that was written
+            logger.warning(
+                "could not post event %s for %s/%s: %s", event.reason, *t.key, _api_failure(exc)
+            )
+
+
+def _api_failure(exc: Exception) -> str:
+    status = getattr(exc, "status", None)
+    if status == 403 or type(exc).__name__ == "SecretForbidden":
+        return "the operator is not allowed to read Secrets in this namespace"
+    if status is not None:
+        return f"the Kubernetes API answered HTTP {status}"
+    return f"the Kubernetes API could not be reached ({type(exc).__name__})"

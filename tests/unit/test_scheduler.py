@@ -1,0 +1,279 @@
+"""The scheduler with a recording stand-in for the Kubernetes API.
+
+Tests run the real probe on paths that need no server (missing Secret, egress policy), so
+what is exercised here is *when* tests run and what gets written, not how a database answers.
+"""
+
+import asyncio
+import base64
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from warehouse_operator.probe import EgressPolicy
+from warehouse_operator.scheduler import Scheduler, backoff_delay
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+class RecordingApi:
+    def __init__(self) -> None:
+        self.patches: list[tuple[str, str, dict[str, Any]]] = []
+        self.events: list[tuple[str, str, str]] = []
+        self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
+        self.secret_reads = 0
+        self.gone: set[str] = set()
+
+    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Any:
+        if name in self.gone:
+            return None
+        self.patches.append((namespace, name, dict(status)))
+        return {"status": dict(status)}
+
+    async def get_secret_data(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.secret_reads += 1
+        return self.secrets.get((namespace, name))
+
+    async def post_event(
+        self, namespace: str, name: str, uid: str | None, type_: str, reason: str, message: str
+    ) -> None:
+        self.events.append((name, type_, reason))
+
+    def reasons(self, name: str) -> list[str]:
+        return [p[2]["reason"] for p in self.patches if p[1] == name]
+
+
+DENY_LOOPBACK = EgressPolicy.from_cidrs([], ["127.0.0.0/8"])
+
+
+def body(
+    name: str,
+    *,
+    secret: str = "db",
+    interval: str | None = None,
+    suspend: bool = False,
+    annotations: dict[str, str] | None = None,
+    status: dict[str, Any] | None = None,
+    generation: int | None = 1,
+    port: int = 5432,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "provider": "postgres",
+        "credentialsSecretRef": {"name": secret},
+        "postgres": {"host": "127.0.0.1", "port": port, "database": "app"},
+        "suspend": suspend,
+    }
+    if interval:
+        spec["testInterval"] = interval
+    meta: dict[str, Any] = {
+        "namespace": "ns",
+        "name": name,
+        "uid": f"uid-{name}",
+        "annotations": annotations or {},
+    }
+    if generation is not None:
+        meta["generation"] = generation
+    out: dict[str, Any] = {"metadata": meta, "spec": spec}
+    if status is not None:
+        out["status"] = status
+    return out
+
+
+async def settle(seconds: float = 0.15) -> None:
+    await asyncio.sleep(seconds)
+
+
+@pytest.fixture
+async def sched() -> Any:
+    api = RecordingApi()
+    s = Scheduler(
+        api, max_concurrent=4, default_interval=300, policy=DENY_LOOPBACK, startup_spread=0.5
+    )
+    s.start()
+    yield s, api
+    await s.stop()
+
+
+async def test_new_connection_is_tested_once_with_one_write(sched: Any) -> None:
+    s, api = sched
+    s.observe(body("a"), "ADDED")
+    await settle()
+    assert api.reasons("a") == ["SecretNotFound"]
+    assert api.events == [("a", "Warning", "SecretNotFound")]
+    assert api.secret_reads == 1
+
+
+async def test_status_echo_does_not_retest(sched: Any) -> None:
+    s, api = sched
+    s.observe(body("a"), "ADDED")
+    await settle()
+    written = api.patches[-1][2]
+    s.observe(body("a", status=written), "MODIFIED")
+    await settle()
+    assert len(api.patches) == 1
+
+
+async def test_secret_creation_and_change_retest_only_its_users(sched: Any) -> None:
+    s, api = sched
+    s.observe(body("a", secret="db"), "ADDED")
+    s.observe(body("b", secret="other"), "ADDED")
+    await settle()
+    assert api.reasons("a") == ["SecretNotFound"]
+    s.observe_secret("ns", "db", {"username": b64("app"), "password": b64("pw")})
+    await settle()
+    assert api.reasons("a") == ["SecretNotFound", "DestinationDenied"]
+    assert api.reasons("b") == ["SecretNotFound"]
+    # the same data again (a resync) is no change
+    s.observe_secret("ns", "db", {"username": b64("app"), "password": b64("pw")})
+    await settle()
+    assert len(api.reasons("a")) == 2
+    # a Secret nobody references is neither tested for nor kept
+    s.observe_secret("ns", "unrelated", {"big": b64("x" * 1000)})
+    await settle()
+    assert ("ns", "unrelated") not in s._secrets
+    # deletion of the used Secret is a change
+    s.observe_secret("ns", "db", None)
+    await settle()
+    assert api.reasons("a")[-1] == "SecretNotFound"
+
+
+async def test_cached_secret_is_not_read_again(sched: Any) -> None:
+    s, api = sched
+    api.secrets[("ns", "db")] = {"username": b64("app"), "password": b64("pw")}
+    s.observe(body("a"), "ADDED")
+    await settle()
+    s.observe(
+        {
+            **body("a"),
+            "metadata": {
+                **body("a")["metadata"],
+                "annotations": {"warehouse-operator.io/test-requested-at": "t1"},
+            },
+        },
+        "MODIFIED",
+    )
+    await settle()
+    assert api.secret_reads == 1
+    assert len(api.patches) == 2
+
+
+async def test_annotation_requests_a_test_once(sched: Any) -> None:
+    s, api = sched
+    s.observe(body("a"), "ADDED")
+    await settle()
+    annotated = body(
+        "a", annotations={"warehouse-operator.io/test-requested-at": "2026-01-01T00:00:00Z"}
+    )
+    s.observe(annotated, "MODIFIED")
+    s.observe(annotated, "MODIFIED")
+    await settle()
+    assert len(api.patches) == 2
+    assert api.patches[-1][2]["lastHandledTestRequest"] == "2026-01-01T00:00:00Z"
+    annotated["status"] = api.patches[-1][2]
+    s.observe(annotated, "MODIFIED")
+    await settle()
+    assert len(api.patches) == 2
+
+
+async def test_spec_change_retests(sched: Any) -> None:
+    s, api = sched
+    s.observe(body("a"), "ADDED")
+    await settle()
+    s.observe(body("a", port=5433, generation=2), "MODIFIED")
+    await settle()
+    assert len(api.patches) == 2
+    assert api.patches[-1][2]["observedGeneration"] == 2
+
+
+async def test_interval_and_backoff_and_suspend(sched: Any) -> None:
+    s, api = sched
+    s.observe(body("a", interval="200ms"), "ADDED")
+    await settle(1.0)
+    count = len(api.patches)
+    assert 3 <= count <= 7, count
+    assert api.patches[-1][2]["consecutiveFailures"] == count
+    # repeated identical failures post no further events
+    assert api.events == [("a", "Warning", "SecretNotFound")]
+    s.observe(body("a", interval="200ms", suspend=True, generation=2), "MODIFIED")
+    await settle(0.1)
+    frozen = len(api.patches)
+    await settle(0.8)
+    assert len(api.patches) == frozen
+    s.observe(body("a", interval="200ms", suspend=False, generation=3), "MODIFIED")
+    await settle(0.3)
+    assert len(api.patches) > frozen
+
+
+async def test_suspended_from_the_start_is_never_tested(sched: Any) -> None:
+    s, api = sched
+    s.observe(body("a", suspend=True), "ADDED")
+    await settle(0.3)
+    assert api.patches == []
+
+
+async def test_restart_spreads_retests_of_current_connections() -> None:
+    api = RecordingApi()
+    s = Scheduler(
+        api, max_concurrent=50, default_interval=300, policy=DENY_LOOPBACK, startup_spread=1.0
+    )
+    s.start()
+    try:
+        current = {
+            "lastTestedAt": "2026-01-01T00:00:00Z",
+            "observedGeneration": 1,
+            "phase": "Failed",
+        }
+        for i in range(40):
+            s.observe(body(f"c{i}", status=current), None)
+        await settle(0.1)
+        early = len(api.patches)
+        await settle(1.2)
+        assert early < 15, early  # not all at once
+        assert len(api.patches) == 40  # but all re-verified within the spread
+    finally:
+        await s.stop()
+
+
+async def test_concurrency_is_bounded_and_new_objects_go_first() -> None:
+    api = RecordingApi()
+    s = Scheduler(
+        api, max_concurrent=3, default_interval=300, policy=DENY_LOOPBACK, startup_spread=0.0
+    )
+    s.start()
+    try:
+        for i in range(30):
+            s.observe(body(f"c{i}"), "ADDED")
+        await settle(0.5)
+        assert len(api.patches) == 30
+        assert s.peak_running_tests <= 3
+    finally:
+        await s.stop()
+
+
+async def test_deleted_objects_are_forgotten(sched: Any) -> None:
+    s, api = sched
+    s.observe(body("a", interval="200ms"), "ADDED")
+    await settle()
+    s.observe(body("a"), "DELETED")
+    n = len(api.patches)
+    await settle(0.5)
+    assert len(api.patches) == n
+    assert ("ns", "a") not in s.tracked
+
+
+async def test_object_gone_at_write_time_is_forgotten(sched: Any) -> None:
+    s, api = sched
+    api.gone.add("a")
+    s.observe(body("a"), "ADDED")
+    await settle()
+    assert ("ns", "a") not in s.tracked
+    assert api.events == []
+
+
+def test_backoff_is_exponential_and_capped() -> None:
+    assert [backoff_delay(n, 300) for n in (1, 2, 3, 4)] == [5, 10, 20, 40]
+    assert backoff_delay(10, 60) == 60
+    assert backoff_delay(1, 2) == 2

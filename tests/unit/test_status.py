@@ -81,7 +81,7 @@ def test_recovery_is_one_normal_event() -> None:
     ok, events = compute_status(failed, OK, generation=1, now=T0, test_request=None)
     assert ok["consecutiveFailures"] == 0
     assert [(e.type, e.reason) for e in events] == [("Normal", "Connected")]
-    again, events = compute_status(ok, OK, generation=1, now=T0, test_request=None)
+    _, events = compute_status(ok, OK, generation=1, now=T0, test_request=None)
     assert events == []
 
 

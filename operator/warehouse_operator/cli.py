@@ -98,7 +98,8 @@ def _run(args: argparse.Namespace) -> int:
         verbose=level <= logging.DEBUG,
     )
     logging.getLogger().setLevel(level)
-    for noisy in ("snowflake.connector", "urllib3", "google", "botocore"):
+    # kopf reports every handled watch event at INFO: thousands of lines a minute at scale
+    for noisy in ("kopf.objects", "snowflake.connector", "urllib3", "google", "botocore"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_operator(conf))

@@ -396,7 +396,12 @@ class Scheduler:
             namespace, name, t.provider, result.ok, result.reason.value, elapsed, now.timestamp()
         )
         for event in events:
+            # transitions only: a log line per test would drown real news at scale
+            logger.info("%s/%s: %s: %s", namespace, name, event.reason, event.message)
             await self._post_event(t, event)
+        logger.debug(
+            "%s/%s tested: %s in %.0f ms", namespace, name, result.reason.value, elapsed * 1000
+        )
         if spec_hash != t.spec_hash:
             t.rerun = True  # the spec changed while testing: test the new one
         if t.interval > 0 and not t.suspended:

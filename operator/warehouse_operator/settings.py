@@ -25,8 +25,8 @@ class Settings:
     namespaces: tuple[str, ...] = ()  # empty: all namespaces
     default_test_interval: float = 300.0
     max_concurrent_tests: int = 50
-    egress_allowed: tuple[str, ...] = ()
-    egress_denied: tuple[str, ...] = DEFAULT_DENIED
+    egress_allowed_cidrs: tuple[str, ...] = ()
+    egress_denied_cidrs: tuple[str, ...] = DEFAULT_DENIED
     in_use_kinds: tuple[str, ...] = DEFAULT_IN_USE_KINDS
     log_format: str = "text"
     log_level: str = "INFO"
@@ -43,7 +43,7 @@ class Settings:
 
     @property
     def egress_policy(self) -> EgressPolicy:
-        return EgressPolicy.from_cidrs(self.egress_allowed, self.egress_denied)
+        return EgressPolicy.from_cidrs(self.egress_allowed_cidrs, self.egress_denied_cidrs)
 
 
 def _csv(value: str) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ re-tests, and writes each result with one status PATCH. No per-object tasks, no 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import heapq
@@ -63,6 +64,7 @@ class Tracked:
     generation: int | None
     secret_name: str | None
     provider: str | None
+    destination: str
     test_request: str | None
     handled_request: str | None
     status: dict[str, Any]
@@ -73,6 +75,7 @@ class Tracked:
     running: bool = False
     rerun: bool = False
     failures: int = 0
+    slow: bool = False  # the last test timed out: it runs in the slow lane
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -89,22 +92,47 @@ def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _spec_view(spec: Any, default_interval: float) -> tuple[str | None, str | None, bool, float]:
-    """(secret name, provider, suspended, interval) read leniently: invalid specs are still tested."""
+@dataclass(frozen=True)
+class SpecView:
+    """What scheduling needs from a spec, read leniently: invalid specs are still tested."""
+
+    secret_name: str | None
+    provider: str | None
+    suspended: bool
+    interval: float
+    destination: str
+
+
+def _spec_view(spec: Any, default_interval: float) -> SpecView:
     if not isinstance(spec, Mapping):
-        return None, None, False, default_interval
+        return SpecView(None, None, False, default_interval, "")
     ref = spec.get("credentialsSecretRef")
     secret = _str_or_none(ref.get("name")) if isinstance(ref, Mapping) else None
     provider = _str_or_none(spec.get("provider"))
     if provider == "postgresql":
         provider = "postgres"
-    suspended = spec.get("suspend") is True
     interval = default_interval
     raw_interval = spec.get("testInterval")
     if isinstance(raw_interval, str):
         with contextlib.suppress(ValueError):
             interval = parse_duration(raw_interval)
-    return secret, provider, suspended, interval
+    return SpecView(
+        secret, provider, spec.get("suspend") is True, interval, _destination(spec, provider)
+    )
+
+
+def _destination(spec: Mapping[str, Any], provider: str | None) -> str:
+    """Which backend a test talks to, so that one slow backend cannot take every worker."""
+    block = spec.get(provider or "")
+    if not isinstance(block, Mapping):
+        return ""
+    if provider == "postgres":
+        return f"postgres://{block.get('host')}:{block.get('port', 5432)}"
+    if provider == "snowflake":
+        return f"snowflake://{block.get('endpoint') or block.get('account')}"
+    if provider == "bigquery":
+        return f"bigquery://{block.get('endpoint') or 'default'}"
+    return ""
 
 
 def backoff_delay(failures: int, interval: float) -> float:
@@ -125,12 +153,22 @@ class Scheduler:
         default_interval: float = 300.0,
         policy: EgressPolicy | None = None,
         startup_spread: float = 30.0,
+        max_per_destination: int | None = None,
+        max_slow: int | None = None,
     ) -> None:
         self.api = api
         self.max_concurrent = max_concurrent
         self.default_interval = default_interval
         self.policy = policy or EgressPolicy()
         self.startup_spread = startup_spread
+        # Gates keep one slow backend from taking every worker: at most ``max_per_destination``
+        # tests talk to one backend at once, and tests whose last run timed out share a slow
+        # lane of ``max_slow`` workers. A test that meets a full gate is parked (no worker
+        # waits) and goes back to the ready queue, with its priority, when the gate frees.
+        self.max_per_destination = max_per_destination or max(1, max_concurrent // 2)
+        self.max_slow = max_slow or max(1, max_concurrent // 5)
+        self._gate_running: dict[str, int] = {}
+        self._parked: dict[str, collections.deque[tuple[int, Key]]] = {}
         self.tracked: dict[Key, Tracked] = {}
         self._refs: dict[Key, set[Key]] = {}  # (namespace, secret name) -> connections
         self._secrets: dict[Key, dict[str, Any] | None] = {}  # only referenced Secrets
@@ -177,7 +215,7 @@ class Scheduler:
             if isinstance(annotations, Mapping)
             else None
         )
-        secret, provider, suspended, interval = _spec_view(spec, self.default_interval)
+        view = _spec_view(spec, self.default_interval)
         spec_hash = _spec_hash(spec)
 
         t = self.tracked.get(key)
@@ -193,18 +231,19 @@ class Scheduler:
                 spec=spec,
                 spec_hash=spec_hash,
                 generation=generation,
-                secret_name=secret,
-                provider=provider,
+                secret_name=view.secret_name,
+                provider=view.provider,
+                destination=view.destination,
                 test_request=request,
                 handled_request=_str_or_none(status.get("lastHandledTestRequest")),
                 status=status,
-                suspended=suspended,
-                interval=interval,
+                suspended=view.suspended,
+                interval=view.interval,
                 failures=_int_or_zero(status.get("consecutiveFailures")),
             )
             self.tracked[key] = t
             self._ref(t)
-            if suspended:
+            if t.suspended:
                 return
             if self._status_is_current(t):
                 # known and tested before (an operator restart): spread re-tests out, no stampede
@@ -226,12 +265,8 @@ class Scheduler:
         if changed:
             self._unref(t)
             t.spec, t.spec_hash = spec, spec_hash
-            t.secret_name, t.provider, t.suspended, t.interval = (
-                secret,
-                provider,
-                suspended,
-                interval,
-            )
+            t.secret_name, t.provider, t.suspended = view.secret_name, view.provider, view.suspended
+            t.interval, t.destination = view.interval, view.destination
             self._ref(t)
         if t.suspended:
             t.due = None  # its timer entry is now stale and will be dropped
@@ -324,6 +359,39 @@ class Scheduler:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
+    def _gates(self, t: Tracked) -> list[tuple[str, int]]:
+        gates = []
+        if t.destination:
+            gates.append(("dest:" + t.destination, self.max_per_destination))
+        if t.slow:
+            gates.append(("slow-lane", self.max_slow))
+        return gates
+
+    def _try_enter(self, t: Tracked, priority: int) -> list[str] | None:
+        """Take a place at every gate of ``t``, or park it at the first full one."""
+        gates = self._gates(t)
+        for name, limit in gates:
+            if self._gate_running.get(name, 0) >= limit:
+                self._parked.setdefault(name, collections.deque()).append((priority, t.key))
+                return None
+        for name, _ in gates:
+            self._gate_running[name] = self._gate_running.get(name, 0) + 1
+        return [name for name, _ in gates]
+
+    def _leave(self, names: list[str]) -> None:
+        for name in names:
+            left = self._gate_running.get(name, 1) - 1
+            if left > 0:
+                self._gate_running[name] = left
+            else:
+                self._gate_running.pop(name, None)
+            parked = self._parked.get(name)
+            if parked:
+                priority, key = parked.popleft()
+                if not parked:
+                    del self._parked[name]
+                self._ready.put_nowait((priority, next(self._seq), key))
+
     async def _work(self) -> None:
         while True:
             priority, _, key = await self._ready.get()
@@ -331,6 +399,9 @@ class Scheduler:
             t = self.tracked.get(key)
             if t is None or not t.queued or t.extra.get("priority") != priority or t.suspended:
                 continue
+            entered = self._try_enter(t, priority)
+            if entered is None:
+                continue  # parked: it comes back when its gate frees
             t.queued = False
             t.running = True
             self.running_tests += 1
@@ -347,6 +418,7 @@ class Scheduler:
             finally:
                 self.running_tests -= 1
                 t.running = False
+                self._leave(entered)
                 if t.rerun and self.tracked.get(t.key) is t:
                     t.rerun = False
                     self._enqueue(t, URGENT)
@@ -391,6 +463,7 @@ class Scheduler:
         t.status = new_status
         t.handled_request = request if request is not None else t.handled_request
         t.failures = 0 if result.ok else t.failures + 1
+        t.slow = result.reason is Reason.TIMEOUT
         self.tests_done += 1
         metrics.record_test(
             namespace, name, t.provider, result.ok, result.reason.value, elapsed, now.timestamp()

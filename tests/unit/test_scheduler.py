@@ -277,3 +277,45 @@ def test_backoff_is_exponential_and_capped() -> None:
     assert [backoff_delay(n, 300) for n in (1, 2, 3, 4)] == [5, 10, 20, 40]
     assert backoff_delay(10, 60) == 60
     assert backoff_delay(1, 2) == 2
+
+
+async def test_a_silent_backend_cannot_take_every_worker() -> None:
+    """Tests to a host that never answers hold at most their destination's share of workers."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # accept, never answer
+
+    silent = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    silent_port = silent.sockets[0].getsockname()[1]
+    api = RecordingApi()
+    api.secrets[("ns", "db")] = {"username": b64("app"), "password": b64("pw")}
+    s = Scheduler(
+        api,
+        max_concurrent=4,
+        default_interval=300,
+        policy=EgressPolicy.from_cidrs([], []),
+        max_per_destination=2,
+    )
+    s.start()
+    try:
+        for i in range(6):
+            slow = body(f"silent{i}", port=silent_port)
+            slow["spec"]["testTimeout"] = "2s"
+            s.observe(slow, "ADDED")
+        for i in range(6):
+            s.observe(body(f"refused{i}", port=1), "ADDED")  # nothing listens on port 1
+        await settle(0.8)
+        fast_done = {p[1] for p in api.patches if p[1].startswith("refused")}
+        assert fast_done == {f"refused{i}" for i in range(6)}
+        assert not any(p[1].startswith("silent") for p in api.patches)
+        assert s._gate_running.get(f"dest:postgres://127.0.0.1:{silent_port}") == 2
+        await settle(2.0)
+        timed_out = [p for p in api.patches if p[1].startswith("silent")]
+        assert len(timed_out) == 2
+        assert {p[2]["reason"] for p in timed_out} == {"Timeout"}
+    finally:
+        await s.stop()
+        silent.close()
+        for writer in held:
+            writer.close()

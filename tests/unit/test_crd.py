@@ -257,6 +257,7 @@ def test_schema_is_structural() -> None:
             or node.get("x-kubernetes-preserve-unknown-fields")
         ), path
         assert not ("properties" in node and "additionalProperties" in node), path
+        assert node.get("type") != "array" or "items" in node, path
         for combinator in ("allOf", "anyOf", "oneOf", "not"):
             assert combinator not in node, f"{path}: keep the schema free of {combinator}"
         if node.get("x-kubernetes-list-type") == "map":

@@ -34,6 +34,12 @@ LAST_TEST = Gauge(
     registry=REGISTRY,
 )
 
+TESTS_IN_PROGRESS = Gauge(
+    "warehouse_connection_tests_in_progress",
+    "Connection tests running right now (bounded by --max-concurrent-tests).",
+    registry=REGISTRY,
+)
+
 _PROVIDERS = frozenset({"postgres", "snowflake", "bigquery"})
 
 

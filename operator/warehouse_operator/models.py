@@ -89,7 +89,7 @@ MAX_DURATION_SECONDS = 7 * 24 * 3600.0
 
 def parse_duration(text: str) -> float:
     """Parse a Kubernetes-style duration (``30s``, ``5m``, ``1h30m``, ``250ms``) into seconds."""
-    if not isinstance(text, str) or len(text) > 32 or not _DURATION_RE.match(text):
+    if not isinstance(text, str) or len(text) > 32 or not _DURATION_RE.fullmatch(text):
         raise ValueError(
             f"invalid duration {text!r:.40}: use a number and a unit, e.g. 30s, 5m, 1h"
         )
@@ -113,17 +113,18 @@ def format_duration(seconds: float) -> str:
 
 # --- spec ------------------------------------------------------------------------------------
 
-_HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.\-:_\[\]]{0,252})$")
+# a DNS name, an IPv4 address or an IPv6 address (bare or in brackets)
+_HOST_RE = re.compile(r"^[A-Za-z0-9:\[]([A-Za-z0-9.\-:_\[\]]{0,252})$")
 
 
 def _check_host(host: str) -> str:
-    if not _HOST_RE.match(host):
+    if not _HOST_RE.fullmatch(host):
         raise ValueError("must be a DNS name or an IP address")
     return host
 
 
 def _check_url(url: str) -> str:
-    if not re.match(r"^https?://[^\s/?#@]+(:[0-9]{1,5})?(/[^\s]*)?$", url):
+    if not re.fullmatch(r"^https?://[^\s/?#@]+(:[0-9]{1,5})?(/[^\s]*)?$", url):
         raise ValueError("must be an http:// or https:// URL without credentials")
     return url
 

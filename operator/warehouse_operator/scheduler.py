@@ -405,6 +405,7 @@ class Scheduler:
             t.queued = False
             t.running = True
             self.running_tests += 1
+            metrics.TESTS_IN_PROGRESS.inc()
             self.peak_running_tests = max(self.peak_running_tests, self.running_tests)
             try:
                 await self._test(t)
@@ -417,6 +418,7 @@ class Scheduler:
                     self._schedule_in(t, jittered(BACKOFF_BASE))
             finally:
                 self.running_tests -= 1
+                metrics.TESTS_IN_PROGRESS.dec()
                 t.running = False
                 self._leave(entered)
                 if t.rerun and self.tracked.get(t.key) is t:

@@ -91,3 +91,21 @@ def test_stalled_reasons() -> None:
     assert Reason.SECRET_NOT_FOUND.needs_human
     assert not Reason.TIMEOUT.needs_human
     assert not Reason.AUTHENTICATION_FAILED.needs_human
+
+
+@pytest.mark.parametrize("host", ["db.example.com", "10.0.0.5", "::1", "[::1]", "2001:db8::5"])
+def test_hosts_accepted(host: str) -> None:
+    spec = parse_spec({**BASE, "postgres": {"host": host, "database": "d"}})
+    assert spec.postgres is not None
+    assert spec.postgres.host == host
+
+
+@pytest.mark.parametrize("host", ["db\n", "-db", "db example", "db/x", ""])
+def test_hosts_rejected(host: str) -> None:
+    with pytest.raises(InvalidSpecError, match=r"spec\.postgres\.host"):
+        parse_spec({**BASE, "postgres": {"host": host, "database": "d"}})
+
+
+def test_trailing_newline_is_not_a_duration() -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration("5m\n")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from warehouse_operator.providers import bigquery, postgres
+from warehouse_operator.providers import bigquery, postgres, snowflake
 from warehouse_operator.providers.base import Provider
 
 REGISTRY: dict[str, Provider] = {
     postgres.PROVIDER.name: postgres.PROVIDER,
+    snowflake.PROVIDER.name: snowflake.PROVIDER,
     bigquery.PROVIDER.name: bigquery.PROVIDER,
 }
 

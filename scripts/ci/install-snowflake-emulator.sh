@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Creates the virtualenv the Snowflake integration tests run the emulator from: fakesnow in
+# server mode (tests/support/snowflake_emulator.py starts it as a subprocess).
+#
+# fakesnow lives in its own virtualenv because its duckdb/sqlglot pins clash with the BigQuery
+# emulator's, and it needs snowflake-connector-python below 5 (it imports a module 5.x removed).
+# Idempotent: a fast no-op when the virtualenv already holds the pinned version.
+set -euo pipefail
+
+FAKESNOW_VERSION=0.12.1
+CONNECTOR_SPEC='snowflake-connector-python>=3.12,<5'
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+venv="$root/.cache/venvs/fakesnow"
+stamp="$venv/.installed-fakesnow-$FAKESNOW_VERSION"
+
+if [[ -f $stamp && -x $venv/bin/fakesnow ]]; then
+    exit 0
+fi
+
+# The same interpreter as the project's virtualenv when there is one, else python3.
+python=python3
+if [[ -x $root/.venv/bin/python ]]; then
+    python=$("$root/.venv/bin/python" -c 'import sys; print(sys._base_executable)')
+fi
+
+rm -rf "$venv"
+mkdir -p "$(dirname "$venv")"
+"$python" -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "fakesnow[server]==$FAKESNOW_VERSION" "$CONNECTOR_SPEC"
+
+# Smoke check: the server module imports (it fails at import with an incompatible connector).
+"$venv/bin/python" -c 'import fakesnow.server, snowflake.connector' >/dev/null
+touch "$stamp"
+echo "install-snowflake-emulator: fakesnow $FAKESNOW_VERSION in $venv"

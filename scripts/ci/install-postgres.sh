@@ -45,7 +45,7 @@ if command -v pg_lsclusters >/dev/null; then
         if [[ $status == online* ]]; then
             pg_ctlcluster "$version" "$name" stop || true
         fi
-    done
+    done || true
 fi
 
 echo "install-postgres: installed $(compgen -G '/usr/lib/postgresql/*/bin/initdb' | head -n1)"

@@ -197,11 +197,9 @@ async def run_test(
                 timeout=max(remaining, 0.001),
             )
         except TimeoutError:
-            _close_open_stage(stages, provider.stage_order(), "no answer in time")
-            raise ProbeFailure(
-                Reason.TIMEOUT,
-                f"no answer within testTimeout ({spec.test_timeout})",
-            ) from None
+            message = f"no answer within testTimeout ({spec.test_timeout})"
+            _close_open_stage(stages, provider.stage_order(), message)
+            raise ProbeFailure(Reason.TIMEOUT, message) from None
         latency_ms = round((time.monotonic() - probe_started) * 1000)
     except ProbeFailure as failure:
         return _failed(failure.reason, failure.message, stages, redact, fingerprint)

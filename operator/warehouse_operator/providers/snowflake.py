@@ -252,7 +252,8 @@ def _errno(exc: BaseException) -> int | None:
 
 def _server_text(exc: BaseException) -> str:
     """The service's words, without the connector's "Failed to connect to DB: host:port." prefix."""
-    text = str(getattr(exc, "msg", None) or exc)
+    # raw_msg: the connector's msg is prefixed with "<errno> (<sqlstate>): "
+    text = str(getattr(exc, "raw_msg", None) or getattr(exc, "msg", None) or exc)
     text = re.sub(r"^Failed to connect to DB(: [^\s]+)?\.\s*", "", text)
     return " ".join(text.split()) or type(exc).__name__
 
@@ -272,13 +273,35 @@ def exception_chain(exc: BaseException) -> Iterator[BaseException]:
                 todo.append(nxt)
 
 
+# what OpenSSL says, somewhere in the chain -> what a person should read
+_TLS_DETAILS = (
+    ("certificate has expired", "the server's certificate has expired"),
+    ("self-signed certificate", "the server's certificate is self-signed"),
+    ("self signed certificate", "the server's certificate is self-signed"),
+    ("hostname mismatch", "the server's certificate does not name this host"),
+    ("doesn't match", "the server's certificate does not name this host"),
+    ("unable to get local issuer certificate", "the server's certificate is not from a trusted CA"),
+    ("certificate verify failed", "the server's certificate did not verify"),
+    ("wrong version number", "the server did not answer TLS (is the endpoint plain http?)"),
+)
+
+
+def _tls_detail(exc: BaseException) -> str:
+    texts = [str(c) for c in exception_chain(exc)]
+    low = " ".join(texts).lower()
+    for needle, detail in _TLS_DETAILS:
+        if needle in low:
+            return detail
+    deepest = texts[-1] if texts else ""
+    return deepest[:200] or "the TLS handshake failed"
+
+
 def _network_cause(exc: BaseException, where: str) -> tuple[Reason, str] | None:
     """Unreachable / Timeout / TLSError from the socket-level error under the connector's."""
     for cause in exception_chain(exc):
         name = type(cause).__name__
         if isinstance(cause, ssl.SSLError) or "Tls" in name or "SSLError" in name:
-            detail = getattr(cause, "verify_message", None) or getattr(cause, "reason", None)
-            return Reason.TLS_ERROR, f"TLS with {where} failed: {detail or _server_text(cause)}"
+            return Reason.TLS_ERROR, f"TLS with {where} failed: {_tls_detail(exc)}"
         if isinstance(cause, socket.gaierror):
             return Reason.UNREACHABLE, f"cannot resolve the host of {where} (DNS)"
         if isinstance(cause, ConnectionRefusedError):

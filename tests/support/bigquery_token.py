@@ -85,7 +85,7 @@ class BackgroundHTTPServer:
 class QuietHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         """No access log: request lines and headers may carry tokens."""
 
     def send_json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:

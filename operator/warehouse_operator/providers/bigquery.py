@@ -665,20 +665,21 @@ class BigQueryProvider:
         deadline = Deadline(time.monotonic() + max(timeout - min(0.25, timeout / 10), 0.001))
         budget = f"testTimeout ({spec.test_timeout})"
         api_silent = f"the BigQuery API at {api.where} did not answer within {budget}"
+        token_silent = f"the OAuth token endpoint at {token.where} did not answer within {budget}"
 
         with stages.stage("authenticate") as note:
             try:
                 session = await self._blocking(
-                    _authenticate,
-                    credentials,
-                    deadline,
-                    deadline=deadline,
-                    silent=f"the OAuth token endpoint at {token.where} did not answer within {budget}",
+                    _authenticate, credentials, deadline, deadline=deadline, silent=token_silent
                 )
             except ProbeFailure:
                 raise
             except Exception as exc:
-                raise ProbeFailure(*classify_token_error(exc, email, token.where)) from None
+                reason, message = classify_token_error(exc, email, token.where)
+                # the HTTP timeout and the deadline end together: one message either way
+                raise ProbeFailure(
+                    reason, token_silent if reason is Reason.TIMEOUT else message
+                ) from None
             note.message = f"obtained an access token for {email} from {token.where}"
 
         def api_failure(
@@ -692,7 +693,7 @@ class BigQueryProvider:
                 dataset=dataset,
                 where=api.where,
             )
-            return ProbeFailure(reason, message)
+            return ProbeFailure(reason, api_silent if reason is Reason.TIMEOUT else message)
 
         reference: tuple[str, str] | None = None
         try:

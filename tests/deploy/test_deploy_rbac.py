@@ -22,11 +22,11 @@ WATCH: Permissions = {
     ("", "secrets"): {"get", "list", "watch"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
-    ("apps", "deployments"): {"get", "list"},
-    ("apps", "statefulsets"): {"get", "list"},
-    ("apps", "daemonsets"): {"get", "list"},
-    ("batch", "jobs"): {"get", "list"},
-    ("batch", "cronjobs"): {"get", "list"},
+    ("apps", "deployments"): {"get", "list", "watch"},
+    ("apps", "statefulsets"): {"get", "list", "watch"},
+    ("apps", "daemonsets"): {"get", "list", "watch"},
+    ("batch", "jobs"): {"get", "list", "watch"},
+    ("batch", "cronjobs"): {"get", "list", "watch"},
 }
 # Leader election, in the operator's own namespace only.
 LEASES: Permissions = {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
@@ -151,12 +151,12 @@ def test_helm_self_managed_webhook_patches_only_its_configuration(
 @pytest.mark.parametrize(
     ("kinds", "expected"),
     [
-        (["v1/pods"], {("", "pods"): {"get", "list"}}),
+        (["v1/pods"], {("", "pods"): {"get", "list", "watch"}}),
         (
             ["apps/v1/deployments", "argoproj.io/v1alpha1/rollouts"],
             {
-                ("apps", "deployments"): {"get", "list"},
-                ("argoproj.io", "rollouts"): {"get", "list"},
+                ("apps", "deployments"): {"get", "list", "watch"},
+                ("argoproj.io", "rollouts"): {"get", "list", "watch"},
             },
         ),
     ],

@@ -12,15 +12,20 @@ script as a subprocess: a JSON request on standard input, a JSON answer on stand
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
 
-def helm_render(request: Mapping[str, Any]) -> Any:
-    import helm_python
+def _tool(module: str) -> Any:
+    """A module of the tools' virtualenv (untyped, and absent from the project's)."""
+    return importlib.import_module(module)
 
+
+def helm_render(request: Mapping[str, Any]) -> Any:
+    helm_python = _tool("helm_python")
     with helm_python.Chart.load(request["chart"]) as chart:
         chart.validate_schema(request.get("values"))
         return chart.render(
@@ -32,8 +37,7 @@ def helm_render(request: Mapping[str, Any]) -> Any:
 
 
 def helm_lint(request: Mapping[str, Any]) -> Any:
-    import helm_python
-
+    helm_python = _tool("helm_python")
     return helm_python.lint(
         request["chart"], request.get("values"), strict=True, namespace=request.get("namespace")
     )
@@ -45,9 +49,10 @@ def _core_validator(kube_version: str) -> Callable[[Mapping[str, Any]], list[str
     import re
 
     import jsonschema
-    import kubernetes_validate
     import referencing
-    from kubernetes_validate import utils
+
+    kubernetes_validate = _tool("kubernetes_validate")
+    utils = _tool("kubernetes_validate.utils")
 
     schema_dir = f"kubernetes-json-schema/v{kube_version}-local-strict"
     definitions = referencing.Resource.from_contents(
@@ -125,10 +130,7 @@ CUSTOM_KINDS: dict[tuple[str, str], tuple[str, str]] = {
 
 
 def validate(request: Mapping[str, Any]) -> Any:
-    import importlib
-
-    import kubernetes_validate
-
+    kubernetes_validate = _tool("kubernetes_validate")
     versions: list[str] = request["kube_versions"]
     core = [_core_validator(v) for v in versions]
     answers = []

@@ -111,15 +111,15 @@ exactly its API calls, no wildcards, Secrets read-only.
 {{- range .Values.inUseKinds }}
 {{- $parts := splitList "/" . }}
 {{- if eq (len $parts) 3 }}
-# Deletion-in-use check: {{ . }}
+# Deletion-in-use check (read-only): {{ . }}
 - apiGroups: [{{ index $parts 0 | quote }}]
   resources: [{{ index $parts 2 | quote }}]
-  verbs: ["get", "list"]
+  verbs: ["get", "list", "watch"]
 {{- else if eq (len $parts) 2 }}
-# Deletion-in-use check: {{ . }}
+# Deletion-in-use check (read-only): {{ . }}
 - apiGroups: [""]
   resources: [{{ index $parts 1 | quote }}]
-  verbs: ["get", "list"]
+  verbs: ["get", "list", "watch"]
 {{- else }}
 {{- fail (printf "inUseKinds: %q is not group/version/plural or version/plural" .) }}
 {{- end }}

@@ -115,11 +115,13 @@ def load_private_key(pem: bytes, passphrase: bytes | None, secret_name: str) -> 
             f"key 'private_key' of {where} is not a PEM private key "
             "(expected -----BEGIN PRIVATE KEY----- or -----BEGIN RSA PRIVATE KEY-----)",
         )
-    encrypted = b"ENCRYPTED" in text
+    # PKCS#8 and OpenSSL's PKCS#1 encryption both say so in the armour; a passphrase given
+    # for a plain key is ignored rather than refused
+    encrypted = b"BEGIN ENCRYPTED PRIVATE KEY" in text or b"Proc-Type: 4,ENCRYPTED" in text
     try:
         key = serialization.load_pem_private_key(text, password=passphrase if encrypted else None)
     except TypeError:
-        # the only TypeError left: an encrypted key without a passphrase
+        # with the password chosen above, only an encrypted key without a passphrase is left
         raise CredentialError(
             Reason.INVALID_CREDENTIALS,
             f"key 'private_key' of {where} is encrypted, but the Secret has no "

@@ -1,0 +1,151 @@
+"""The operator as a real process (``warehouse-operator run``), for end-to-end tests.
+
+It logs in the ordinary way (``KUBECONFIG``), watches the namespaces it is given, and writes
+everything it prints to a log file that tests read (for example to prove that no Secret value
+was ever logged). It can be stopped, killed and started again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def operator_command() -> list[str]:
+    """The console script installed next to the running interpreter (the project's virtualenv)."""
+    script = Path(sys.executable).parent / "warehouse-operator"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "warehouse_operator.cli"]
+
+
+class OperatorProcess:
+    def __init__(
+        self,
+        *,
+        kubeconfig: Path,
+        namespaces: Sequence[str],
+        log_file: Path,
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.kubeconfig = kubeconfig
+        self.namespaces = tuple(namespaces)
+        self.log_file = log_file
+        self.extra_args = tuple(extra_args)
+        self.env = dict(env or {})
+        self.starts = 0
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def command(self) -> list[str]:
+        args = ["run", "--metrics-port", "0", "--health-port", "0"]
+        if self.namespaces:
+            args += ["--namespaces", ",".join(self.namespaces)]
+        return operator_command() + args + list(self.extra_args)
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def start(self) -> Self:
+        if self.running:
+            return self
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            # nothing of the test run's own configuration leaks into the operator's
+            if not key.startswith(("WHC_", "KUBERNETES_")) and key != "KUBECONFIG"
+        }
+        env.update({"KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"})
+        env.update(self.env)
+        self.starts += 1
+        with open(self.log_file, "ab") as log:
+            log.write(f"--- start #{self.starts}: {' '.join(self.command)}\n".encode())
+            log.flush()
+            self._process = subprocess.Popen(
+                self.command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=REPO_ROOT,
+                env=env,
+                start_new_session=True,
+            )
+        return self
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """Ask the operator to stop (SIGTERM), as Kubernetes does; kill it if it hangs."""
+        process, self._process = self._process, None
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+                self._note(f"--- killed after not stopping within {timeout:.0f}s")
+        return process.returncode
+
+    def kill(self) -> None:
+        """A crash: SIGKILL, no cleanup."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+    def restart(self) -> Self:
+        self.stop()
+        return self.start()
+
+    def returncode(self) -> int | None:
+        return self._process.poll() if self._process is not None else None
+
+    def _note(self, text: str) -> None:
+        with open(self.log_file, "ab") as log:
+            log.write(text.encode() + b"\n")
+
+    def log_text(self) -> str:
+        try:
+            return self.log_file.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def wait_for_log(self, needle: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.log_text():
+                return
+            if self._process is not None and self._process.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"{needle!r} not in the operator's log; its end:\n{self.log_tail()}")
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -452,6 +452,26 @@ async def test_threads_held_by_hung_logins_fail_new_tests_fast_then_recover(
     assert recovered.reason is Reason.CONNECTED, recovered.message
 
 
+async def test_a_hung_key_pair_login_frees_its_thread_within_the_budget(
+    registered_key: KeyMaterial, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connector's key-pair login waits 10 s per request unless held to the budget."""
+    runner = snowflake_provider.BlockingCallRunner[Any](1, "snowflake-test")
+    monkeypatch.setattr(snowflake_provider, "_RUNNER", runner)
+    with silent_listener() as port:
+        started = time.monotonic()
+        result = await run_test(
+            connection_spec(f"http://127.0.0.1:{port}", test_timeout="1s", authMethod="keyPair"),
+            secret(username=KEY_USER, private_key=registered_key.pkcs8),
+        )
+        assert result.reason is Reason.TIMEOUT
+        while runner.busy and time.monotonic() - started < 12:
+            await asyncio.sleep(0.05)
+        freed_after = time.monotonic() - started
+    assert runner.busy == 0
+    assert freed_after < 3.0
+
+
 # --- secrets never shown -------------------------------------------------------------------------
 
 

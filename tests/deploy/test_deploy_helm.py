@@ -205,12 +205,16 @@ def test_self_managed_webhook_install(helm_renders: dict[str, HelmRender]) -> No
     assert hook["failurePolicy"] == "Ignore"
     assert hook["rules"][0]["operations"] == ["DELETE"]
     assert "namespaceSelector" not in hook  # all namespaces are watched
+    assert hook["clientConfig"]["service"]["path"] == "/validate"
     env = env_map(one(docs, "Deployment"), RELEASE_NAMESPACE)
     service = hook["clientConfig"]["service"]
-    # The operator writes its certificate on the /tmp emptyDir and its CA into this configuration.
-    assert env["WHC_WEBHOOK_CERT_DIR"].startswith("/tmp/")
-    assert env["WHC_WEBHOOK_CONFIGURATION"] == configuration["metadata"]["name"]
-    assert env["WHC_WEBHOOK_DNS_NAMES"] == f"{service['name']}.{service['namespace']}.svc"
+    # No certificate folder: the operator makes its certificate, keeps it in the named Secret
+    # and writes its CA into this configuration.
+    assert "WHC_WEBHOOK_CERT_DIR" not in env
+    assert env["WHC_WEBHOOK_CONFIG_NAME"] == configuration["metadata"]["name"]
+    assert env["WHC_WEBHOOK_SERVICE_NAME"] == service["name"]
+    assert service["namespace"] == env["POD_NAMESPACE"] == RELEASE_NAMESPACE
+    assert env["WHC_WEBHOOK_SECRET_NAME"] == f"{FULLNAME}-webhook-tls"
 
 
 def test_replicas_need_leader_election(tools: Tools) -> None:

@@ -11,7 +11,14 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.conftest import RELEASE_NAMESPACE, Rendered, iter_rules, of_kind, one
+from tests.deploy.conftest import (
+    RELEASE_NAMESPACE,
+    Rendered,
+    env_map,
+    iter_rules,
+    of_kind,
+    one,
+)
 
 Permissions = dict[tuple[str, str], set[str]]
 
@@ -28,12 +35,16 @@ WATCH: Permissions = {
     ("batch", "jobs"): {"get", "list", "watch"},
     ("batch", "cronjobs"): {"get", "list", "watch"},
 }
+# With the webhook: admission reads the namespace (a deletion in a namespace being deleted passes).
+NAMESPACE_READ: Permissions = {("", "namespaces"): {"get"}}
 # Leader election, in the operator's own namespace only.
 LEASES: Permissions = {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
-# The operator-managed webhook certificate: its own configuration, by name.
+# The operator-managed webhook certificate: its own configuration, by name, and the Secret the
+# replicas share it through, in the operator's namespace.
 WEBHOOK_CA: Permissions = {
     ("admissionregistration.k8s.io", "validatingwebhookconfigurations"): {"get", "patch"}
 }
+WEBHOOK_SECRET: Permissions = {("", "secrets"): {"get", "update", "create"}}
 
 READ_VERBS = {"get", "list", "watch"}
 DANGEROUS_VERBS = {"escalate", "bind", "impersonate", "*"}
@@ -77,13 +88,26 @@ def test_no_wildcard_no_escalation(rendered: Rendered) -> None:
 
 def test_secrets_are_read_only(rendered: Rendered) -> None:
     secret_rules = [
-        rule
-        for _, rule in iter_rules(rendered.documents)
+        (role, rule)
+        for role, rule in iter_rules(rendered.documents)
         if "" in rule.get("apiGroups", []) and "secrets" in rule.get("resources", [])
     ]
     assert secret_rules, "the operator must be able to read Secrets"
-    for rule in secret_rules:
-        assert set(rule["verbs"]) <= READ_VERBS
+    env = env_map(one(rendered.documents, "Deployment"), rendered.namespace)
+    for role, rule in secret_rules:
+        writes = set(rule["verbs"]) - READ_VERBS
+        if not writes:
+            continue
+        # The one exception: the Secret holding the operator's own webhook certificate, in the
+        # operator's namespace, written by name ("create" cannot be limited by name).
+        assert "WHC_WEBHOOK_SECRET_NAME" in env, f"{role['metadata']['name']} writes Secrets"
+        assert role["kind"] == "Role"
+        assert role["metadata"]["namespace"] == rendered.namespace
+        if writes == {"create"}:
+            assert rule["verbs"] == ["create"]
+        else:
+            assert writes == {"update"}
+            assert rule["resourceNames"] == [env["WHC_WEBHOOK_SECRET_NAME"]]
 
 
 def test_bindings_point_at_the_operator(rendered: Rendered) -> None:
@@ -126,20 +150,21 @@ def test_helm_namespaced_has_a_role_per_namespace(renderings: dict[str, Rendered
     assert of_kind(docs, "ClusterRole") == []
     assert of_kind(docs, "ClusterRoleBinding") == []
     assert scopes == {
-        ("whc-warehouse-operator", "team-a"): WATCH,
-        ("whc-warehouse-operator", "team-b"): WATCH,
+        ("whc-warehouse-operator", "team-a"): WATCH | NAMESPACE_READ,
+        ("whc-warehouse-operator", "team-b"): WATCH | NAMESPACE_READ,
         ("whc-warehouse-operator-leader-election", RELEASE_NAMESPACE): LEASES,
     }
 
 
-def test_helm_self_managed_webhook_patches_only_its_configuration(
+def test_helm_self_managed_webhook_writes_only_its_own_objects(
     renderings: dict[str, Rendered],
 ) -> None:
     docs = renderings["helm:webhook-self-managed"].documents
     scopes = roles_by_scope(docs)
     assert scopes == {
-        ("whc-warehouse-operator", None): WATCH,
+        ("whc-warehouse-operator", None): WATCH | NAMESPACE_READ,
         ("whc-warehouse-operator-webhook", None): WEBHOOK_CA,
+        ("whc-warehouse-operator-webhook-certificate", RELEASE_NAMESPACE): WEBHOOK_SECRET,
     }
     configuration = one(docs, "ValidatingWebhookConfiguration")["metadata"]["name"]
     webhook_role = next(

@@ -80,6 +80,7 @@ app.kubernetes.io/part-of: warehouse-operator
 {{- printf "%s-webhook" (include "warehouse-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* The Secret holding the webhook's certificate: cert-manager's, or the operator's own. */}}
 {{- define "warehouse-operator.webhookCertName" -}}
 {{- printf "%s-webhook-tls" (include "warehouse-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
@@ -108,6 +109,12 @@ exactly its API calls, no wildcards, Secrets read-only.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- if .Values.webhook.enabled }}
+# Admission: a deletion while the namespace itself is being deleted is never refused.
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get"]
+{{- end }}
 {{- range .Values.inUseKinds }}
 {{- $parts := splitList "/" . }}
 {{- if eq (len $parts) 3 }}

@@ -91,7 +91,7 @@ def compute_status(
         "message": result.message,
         "lastTestedAt": rfc3339(now),
         "consecutiveFailures": 0 if ok else _int(old.get("consecutiveFailures")) + 1,
-        "checks": [c.model_dump(by_alias=True) for c in result.checks],
+        "checks": [c.model_dump(by_alias=True, mode="json") for c in result.checks],
     }
     # "of the last successful test": a failure keeps what the last success found
     for key in ("latencyMs", "lastConnectedAt", "serverVersion"):

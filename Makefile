@@ -43,8 +43,10 @@ unit: $(STAMP)
 test: test-deps lint typecheck contracts
 	$(BIN)/pytest -q -p no:cacheprovider --durations=15
 
-crd: $(STAMP)
-	$(BIN)/warehouse-operator crd > crds/warehouseconnections.warehouse-operator.io.yaml
+# After editing operator/warehouse_operator/data/crd.yaml: copy it to crds/, the kustomize
+# base and the Helm chart (tests fail while any copy differs).
+crd:
+	bash scripts/ci/sync-crd.sh
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache

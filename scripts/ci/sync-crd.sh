@@ -34,3 +34,5 @@ case "${1:-}" in
     exit 2
     ;;
 esac
+# and the installers' copies (kustomize base, Helm chart)
+if [[ ${1:-} == --check ]]; then bash "$root/deploy/sync-crds.sh" --check; else bash "$root/deploy/sync-crds.sh"; fi

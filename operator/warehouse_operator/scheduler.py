@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from warehouse_operator import metrics
 from warehouse_operator.models import TEST_REQUESTED_ANNOTATION, ProbeResult, Reason, parse_duration
 from warehouse_operator.probe import EgressPolicy, run_test
-from warehouse_operator.status import Event, compute_status, merge_patch
+from warehouse_operator.status import Event, compute_status, merge_patch, pending_status
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +177,7 @@ class Scheduler:
         self._seq = itertools.count()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._pending_writes = asyncio.Semaphore(8)
         self.active = asyncio.Event()  # set while this replica may test (leader)
         self.running_tests = 0
         self.peak_running_tests = 0
@@ -245,6 +246,10 @@ class Scheduler:
             self._ref(t)
             if t.suspended:
                 return
+            if not t.status:
+                # a new connection: say "Pending" at once, so kstatus (Flux) and Argo CD wait
+                # for its first test instead of taking a status-less object as ready
+                t.extra["pending_write"] = asyncio.create_task(self._write_pending(t))
             if self._status_is_current(t):
                 # known and tested before (an operator restart): spread re-tests out, no stampede
                 spread = (
@@ -427,6 +432,19 @@ class Scheduler:
 
     # --- one test -----------------------------------------------------------------------------
 
+    async def _write_pending(self, t: Tracked) -> None:
+        async with self._pending_writes:
+            if t.status or self.tracked.get(t.key) is not t or not self.active.is_set():
+                return
+            status = pending_status(None, generation=t.generation, now=datetime.now(UTC))
+            try:
+                response = await self.api.patch_status(t.key[0], t.key[1], status)
+            except Exception as exc:  # the test's own write will follow anyway
+                logger.debug("pending status of %s/%s not written: %s", *t.key, _api_failure(exc))
+                return
+            if response is not None and not t.status:
+                t.status = status
+
     async def _secret_for(self, t: Tracked) -> dict[str, Any] | None:
         if not t.secret_name:
             return None
@@ -452,6 +470,9 @@ class Scheduler:
         else:
             result = await run_test(spec, secret, policy=self.policy)
         elapsed = time.monotonic() - started
+        pending_write = t.extra.pop("pending_write", None)
+        if pending_write is not None:
+            await asyncio.gather(pending_write, return_exceptions=True)  # never overtake it
         if self.tracked.get(t.key) is not t:
             return  # deleted meanwhile
         now = datetime.now(UTC)

@@ -143,6 +143,35 @@ def compute_status(
     return status, events
 
 
+def pending_status(
+    old: Mapping[str, Any] | None, *, generation: int | None, now: datetime
+) -> dict[str, Any]:
+    """Status of a connection not tested yet: ``Reconciling`` True, so GitOps tools wait for it."""
+    conds = _old_conditions(old if isinstance(old, Mapping) else {})
+    message = "the first test of this connection is pending"
+    status: dict[str, Any] = {
+        "phase": Phase.PENDING.value,
+        "message": message,
+        "consecutiveFailures": 0,
+        "conditions": [
+            condition(conds, "Ready", False, "TestPending", message, generation, now),
+            condition(conds, "Reconciling", True, "TestPending", message, generation, now),
+            condition(
+                conds,
+                "Stalled",
+                False,
+                "NoActionNeeded",
+                "the connection can be tested",
+                generation,
+                now,
+            ),
+        ],
+    }
+    if generation is not None:
+        status["observedGeneration"] = generation
+    return status
+
+
 def merge_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
     """A JSON merge patch turning ``old`` into ``new`` at the top level (None removes a key)."""
     patch: dict[str, Any] = dict(new)

@@ -22,6 +22,8 @@ def b64(text: str) -> str:
 class RecordingApi:
     def __init__(self) -> None:
         self.patches: list[tuple[str, str, dict[str, Any]]] = []
+        self.pending: list[str] = []
+        self.order: list[tuple[str, Any]] = []
         self.events: list[tuple[str, str, str]] = []
         self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
         self.secret_reads = 0
@@ -30,6 +32,10 @@ class RecordingApi:
     async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Any:
         if name in self.gone:
             return None
+        self.order.append((name, status.get("phase")))
+        if status.get("phase") == "Pending":
+            self.pending.append(name)  # the one write of a new object before its first test
+            return {"status": dict(status)}
         self.patches.append((namespace, name, dict(status)))
         return {"status": dict(status)}
 
@@ -104,6 +110,35 @@ async def test_new_connection_is_tested_once_with_one_write(sched: Any) -> None:
     assert api.reasons("a") == ["SecretNotFound"]
     assert api.events == [("a", "Warning", "SecretNotFound")]
     assert api.secret_reads == 1
+
+
+async def test_new_connection_says_pending_first_and_never_after(sched: Any) -> None:
+    s, api = sched
+    for i in range(20):
+        s.observe(body(f"n{i}"), "ADDED")
+    await settle(0.5)
+    assert sorted(api.pending) == sorted(f"n{i}" for i in range(20))
+    for i in range(20):
+        phases = [phase for name, phase in api.order if name == f"n{i}"]
+        assert phases == ["Pending", "Failed"]
+
+
+async def test_known_connection_gets_no_pending_write(sched: Any) -> None:
+    s, api = sched
+    s.observe(
+        body(
+            "a",
+            status={
+                "phase": "Connected",
+                "lastTestedAt": "2026-01-01T00:00:00Z",
+                "observedGeneration": 0,
+            },
+        ),
+        None,
+    )
+    await settle()
+    assert api.pending == []
+    assert len(api.patches) == 1
 
 
 async def test_status_echo_does_not_retest(sched: Any) -> None:

@@ -110,3 +110,15 @@ def test_fingerprint_goes_to_snowflake_status() -> None:
 def test_merge_patch_removes_stale_keys() -> None:
     patch = merge_patch({"phase": "Failed", "snowflake": {"x": 1}}, {"phase": "Connected"})
     assert patch == {"phase": "Connected", "snowflake": None}
+
+
+def test_pending_status_makes_gitops_tools_wait() -> None:
+    from warehouse_operator.status import pending_status
+
+    status = pending_status(None, generation=1, now=T0)
+    assert status["phase"] == "Pending"
+    assert "reason" not in status  # reasons are test outcomes; there is none yet
+    assert cond(status, "Reconciling")["status"] == "True"
+    assert cond(status, "Ready")["status"] == "False"
+    assert cond(status, "Stalled")["status"] == "False"
+    assert status["observedGeneration"] == 1

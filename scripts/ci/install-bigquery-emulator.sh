@@ -12,7 +12,19 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 VENV="$ROOT/.cache/venvs/bqemu"
 STAMP="$VENV/.installed"
 
-if [[ -x $VENV/bin/crucible && -f $STAMP && $(<"$STAMP") == "$PACKAGE" ]]; then
+installed() {
+    [[ -x $VENV/bin/crucible && -f $STAMP && $(<"$STAMP") == "$PACKAGE" ]]
+}
+
+if installed; then
+    exit 0
+fi
+
+# One installer at a time (two test runs may start together); the second finds it done.
+mkdir -p "$ROOT/.cache"
+exec 9>"$ROOT/.cache/bqemu.lock"
+flock 9
+if installed; then
     exit 0
 fi
 

@@ -161,6 +161,8 @@ class _FrontHandler(QuietHandler):
             headers = {}
             if status == 401:
                 headers["WWW-Authenticate"] = 'Bearer realm="https://accounts.google.com/"'
+            # recorded before answering: a test may look as soon as the client has its answer
+            front.record(SeenRequest(self.command, self.path, email, status))
             self.send_json(
                 status,
                 {
@@ -173,12 +175,17 @@ class _FrontHandler(QuietHandler):
                 },
                 headers,
             )
-            front.record(SeenRequest(self.command, self.path, email, status))
             return
-        status = self._forward(front, body)
+        status, headers, payload = self._forward(front, body)
         front.record(SeenRequest(self.command, self.path, email, status))
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
 
-    def _forward(self, front: StrictFront, body: bytes) -> int:
+    def _forward(self, front: StrictFront, body: bytes) -> tuple[int, dict[str, str], bytes]:
         upstream = http.client.HTTPConnection(front.upstream_host, front.upstream_port, timeout=30)
         try:
             headers = {
@@ -191,15 +198,12 @@ class _FrontHandler(QuietHandler):
             payload = response.read()
         finally:
             upstream.close()
-        self.send_response(response.status)
-        for name in _FORWARDED_RESPONSE_HEADERS:
-            value = response.getheader(name)
-            if value is not None:
-                self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-        return response.status
+        kept = {
+            name: value
+            for name in _FORWARDED_RESPONSE_HEADERS
+            if (value := response.getheader(name)) is not None
+        }
+        return response.status, kept, payload
 
     do_GET = _handle
     do_POST = _handle

@@ -137,6 +137,10 @@ class TokenEndpoint(BackgroundHTTPServer):
         with self._lock:
             return [t for t, i in self._tokens.items() if i.email == email]
 
+    def refused(self, description: str) -> None:
+        with self._lock:
+            self.grants_refused.append(description)
+
     def grant(self, form: dict[str, list[str]]) -> dict[str, Any]:
         grant_type = (form.get("grant_type") or [""])[0]
         if grant_type != JWT_BEARER:
@@ -145,7 +149,9 @@ class TokenEndpoint(BackgroundHTTPServer):
         claims = self._verify(assertion)
         scopes = frozenset(str(claims.get("scope") or "").split())
         if not scopes:
-            raise GrantRefused("invalid_scope", "Invalid OAuth scope or ID token audience provided.")
+            raise GrantRefused(
+                "invalid_scope", "Invalid OAuth scope or ID token audience provided."
+            )
         token = "ya29.local-" + secrets.token_urlsafe(48)
         issued = IssuedToken(str(claims["iss"]), scopes, time.time() + TOKEN_LIFETIME)
         with self._lock:
@@ -212,8 +218,7 @@ class _TokenHandler(QuietHandler):
         try:
             answer = endpoint.grant(form)
         except GrantRefused as refusal:
-            with endpoint._lock:
-                endpoint.grants_refused.append(refusal.description)
+            endpoint.refused(refusal.description)  # before answering, for tests that look at once
             self.send_json(
                 refusal.status, {"error": refusal.error, "error_description": refusal.description}
             )

@@ -483,7 +483,7 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
 
 
 _TIMEOUT_NAMES = frozenset(
-    {"Timeout", "ReadTimeout", "ConnectTimeout", "ReadTimeoutError", "TimeoutError"}
+    {"Timeout", "ReadTimeout", "ConnectTimeout", "ReadTimeoutError", "ConnectTimeoutError"}
 )
 
 
@@ -507,8 +507,11 @@ def classify_transport_error(
             (str(e) for e in chain if isinstance(e, ssl.SSLError)), "TLS handshake failed"
         )
         return Reason.TLS_ERROR, f"TLS with the {what} at {where} failed: {detail}"
-    if any(type(e).__name__ in _TIMEOUT_NAMES or isinstance(e, TimeoutError) for e in chain) or (
-        "timed out" in text and "connect" not in text
+    # checked after refused, DNS and TLS, and by exact class name: urllib3's NewConnectionError
+    # (refused, unreachable) subclasses its ConnectTimeoutError
+    if (
+        any(type(e).__name__ in _TIMEOUT_NAMES or isinstance(e, TimeoutError) for e in chain)
+        or "timed out" in text
     ):
         return Reason.TIMEOUT, f"the {what} at {where} did not answer in time"
     if any(

@@ -13,6 +13,7 @@ fails if one left the loopback interface.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import sys
 from collections.abc import Iterator
@@ -138,15 +139,24 @@ def refusing_endpoint() -> Iterator[RefusingPort]:
 
 # --- every connection stays on the loopback interface -------------------------------------------
 
-_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 _recorded: list[str] | None = None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
 
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:
     if _recorded is None:
         return
-    if event == "socket.getaddrinfo":
-        _recorded.append(str(args[0]))
+    if event == "socket.getaddrinfo" and args[0] is not None:
+        host = args[0]
+        _recorded.append(host.decode() if isinstance(host, bytes) else str(host))
     elif event == "socket.connect" and isinstance(args[1], tuple):
         _recorded.append(str(args[1][0]))
 
@@ -163,7 +173,7 @@ def only_loopback_traffic() -> Iterator[None]:
     _recorded = []
     try:
         yield
-        outside = sorted({host for host in _recorded if host not in _LOOPBACK})
+        outside = sorted({host for host in _recorded if not _is_loopback(host)})
         assert not outside, f"the test reached beyond 127.0.0.1: {outside}"
     finally:
         _recorded = None

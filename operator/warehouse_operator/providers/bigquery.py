@@ -739,7 +739,7 @@ class BigQueryProvider:
                     note.message = f"dataset {reference[0]}:{reference[1]} is readable{located}"
         finally:
             session.close()
-        checked = f" and dataset {reference[0]}:{reference[1]}" if reference else ""
+        checked = f" and read dataset {reference[0]}:{reference[1]}" if reference else ""
         return ProbeSuccess(
             server_version=SERVER_VERSION,
             message=f"{email} can run queries in project {bq.project_id}{checked}",

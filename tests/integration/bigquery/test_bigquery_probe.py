@@ -16,7 +16,7 @@ from collections.abc import Awaitable
 import pytest
 
 from tests.support.bigquery_emulator import RefusingPort, SilentListener
-from tests.support.bigquery_token import GOOGLE_TOKEN_AUDIENCE
+from tests.support.bigquery_token import GOOGLE_TOKEN_AUDIENCE, TokenEndpoint
 from warehouse_operator.models import CheckResult, ProbeResult, Reason, parse_spec
 from warehouse_operator.probe import run_test
 from warehouse_operator.providers.base import ProbeFailure, Stages
@@ -47,6 +47,7 @@ async def test_connected_without_dataset(bigquery_world: BigQueryWorld) -> None:
 
     assert result.reason is Reason.CONNECTED, result.message
     assert result.server_version == "BigQuery API v2"
+    assert result.message == f"{world.reader.email} can run queries in project {PROJECT}"
     assert result.latency_ms is not None
     assert result.latency_ms >= 0
     assert stage_names(result) == [
@@ -86,7 +87,10 @@ async def test_connected_with_dataset(bigquery_world: BigQueryWorld) -> None:
         CheckResult.PASSED,
         f"dataset {PROJECT}:{DATASET} is readable (location US)",
     )
-    assert f"{PROJECT}:{DATASET}" in result.message
+    assert result.message == (
+        f"{world.reader.email} can run queries in project {PROJECT} "
+        f"and read dataset {PROJECT}:{DATASET}"
+    )
     world.assert_no_secret_in(result, world.reader)
 
 
@@ -147,6 +151,29 @@ async def test_unknown_account_fails_authentication(bigquery_world: BigQueryWorl
     assert "the service account does not exist" in result.message
     assert stages_of(result)["authenticate"][0] is CheckResult.FAILED
     world.assert_no_secret_in(result, world.ghost)
+
+
+async def test_token_from_another_authority_is_rejected_by_the_api(
+    bigquery_world: BigQueryWorld,
+) -> None:
+    """A token endpoint that knows the key, but whose tokens the API does not accept (401)."""
+    world = bigquery_world
+    other = TokenEndpoint()
+    other.start()
+    try:
+        other.register(world.reader.email, world.reader.public_key, world.reader.key_id)
+        result = await run_test(world.spec(), world.secret(world.reader, token_uri=other.token_uri))
+    finally:
+        other.stop()
+
+    assert result.reason is Reason.AUTHENTICATION_FAILED, result.message
+    assert "did not accept the access token" in result.message
+    stages = stages_of(result)
+    assert stages["authenticate"][0] is CheckResult.PASSED
+    assert stages["query"][0] is CheckResult.FAILED
+    issued = other.issued_for(world.reader.email)
+    assert len(issued) == 1  # the grant succeeded: the API refused its token
+    assert issued[0] not in result.model_dump_json()
 
 
 # --- PermissionDenied / NotFound ---------------------------------------------------------------

@@ -297,3 +297,64 @@ def test_canary_password_never_leaks(e2e: E2E) -> None:
 
     e2e.assert_no_secret_leaks()
     assert {canary, other} <= e2e.secret_values()
+
+
+@pytest.mark.operator_args("--startup-spread", "1s")
+def test_operator_restart_retests_and_catches_up(e2e: E2E) -> None:
+    e2e.create_pg_secret("pg")
+    e2e.ns.create_connection("orders", e2e.postgres_spec("pg", testInterval="1h"))
+    first = e2e.ns.wait_for_phase(
+        "orders", "Connected", timeout=CONNECT_TIMEOUT, diagnostics=e2e.diagnostics
+    )
+
+    # a restart tests again (spread over --startup-spread), but nothing changed: no event
+    e2e.operator.stop()
+    _next_second()
+    e2e.operator.start()
+    e2e.ns.wait_for(
+        "orders",
+        _tested_after(first["status"]["lastTestedAt"]),
+        timeout=CONNECT_TIMEOUT,
+        what="a test after the restart",
+        diagnostics=e2e.diagnostics,
+    )
+    assert e2e.ns.event_reasons("orders") == [("Normal", "Connected")]
+
+    # what changed while the operator was down is found when it comes back
+    e2e.operator.stop()
+    e2e.ns.update_secret("pg", {"password": "wrong-" + secrets.token_hex(12)})
+    e2e.operator.start()
+    e2e.ns.wait_for_phase(
+        "orders",
+        "Failed",
+        "AuthenticationFailed",
+        timeout=CONNECT_TIMEOUT,
+        diagnostics=e2e.diagnostics,
+    )
+    assert e2e.ns.event_reasons("orders") == [
+        ("Normal", "Connected"),
+        ("Warning", "AuthenticationFailed"),
+    ]
+
+
+def test_api_server_outage(e2e: E2E) -> None:
+    if e2e.target.emulator is None:
+        pytest.skip("restarts the API server: only possible with the emulator")
+    e2e.create_pg_secret("pg")
+    e2e.ns.create_connection("orders", e2e.postgres_spec("pg", testInterval="1s"))
+    e2e.ns.wait_for_phase(
+        "orders", "Connected", timeout=CONNECT_TIMEOUT, diagnostics=e2e.diagnostics
+    )
+
+    e2e.target.emulator.stop()
+    time.sleep(3.0)  # tests keep running; their status writes fail and are retried
+    e2e.target.emulator.start()
+    assert e2e.operator.running
+
+    # the watches come back: a Secret change made after the outage is acted on
+    e2e.ns.update_secret("pg", {"password": "wrong-" + secrets.token_hex(12)})
+    e2e.ns.wait_for_phase(
+        "orders", "Failed", "AuthenticationFailed", timeout=60, diagnostics=e2e.diagnostics
+    )
+    e2e.ns.update_secret("pg", {"password": e2e.pg.password})
+    e2e.ns.wait_for_phase("orders", "Connected", timeout=30, diagnostics=e2e.diagnostics)

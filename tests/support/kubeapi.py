@@ -112,6 +112,7 @@ _WITH_GENERATION = {
 }
 _NAMESPACES = kmock.resource("", "v1", "namespaces")
 _NAMESPACE_PATH = re.compile(r"^/api/v1/namespaces(?:/([^/]+)(?:/(status|finalize))?)?/?$")
+_MAX_KEPT_REQUESTS = 1000
 _MANAGED_METADATA = ("uid", "creationTimestamp", "name", "namespace", "generation")
 
 
@@ -274,7 +275,22 @@ class KubeAPIEmulator(kmock.KubernetesEmulator):
 
     # -- /api/v1/namespaces: kmock cannot parse these paths, so build the request here ------
 
+    # kmock keeps every request it served and routes each new one by filtering all of them:
+    # the cost of a request grows with the number served before it. A server that runs for a
+    # whole test session keeps only the requests still being routed.
+
+    def _forget_request(self, raw_request: Any) -> None:
+        self._requests[:] = [r for r in self._requests if r._raw_request is not raw_request]
+
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        if len(self._requests) > _MAX_KEPT_REQUESTS:  # a safety net; normally they are few
+            del self._requests[: -_MAX_KEPT_REQUESTS // 2]
+        try:
+            return await self._serve_raw(raw_request)
+        finally:
+            self._forget_request(raw_request)
+
+    async def _serve_raw(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         match = _NAMESPACE_PATH.match(raw_request.path)
         if match is None:
             return await super().__call__(raw_request)
@@ -584,6 +600,7 @@ class KubeAPIEmulator(kmock.KubernetesEmulator):
 
     async def _serve_watch(self, request: Any) -> AsyncIterator[Any]:
         yield b""  # send the headers now: the stream is open even if nothing happens
+        self._forget_request(request._raw_request)  # routed: long-lived, so out of the way
         params = request.params
         selector = _Selector(params)
         since_text = params.get("resourceVersion", "")

@@ -1,22 +1,26 @@
 """kopf glue only: feed what the watches see to the scheduler; decide nothing else here.
 
-Only ``@kopf.on.event`` handlers are used: they make kopf store nothing on the objects (no
-annotations, no finalizers), so deleting a connection never waits for the operator and
-Secrets are never written to.
+Only ``@kopf.on.event`` handlers are used: they
+make kopf store nothing on the objects (no annotations, no finalizers), so deleting a
+connection never waits for kopf and Secrets are never written to. The one finalizer there is,
+``warehouse-operator.io/in-use``, is ours (inuse.py) and present only while a connection has
+users. With ``--leader-elect`` every replica watches, serves the webhook and is ready; only the
+Lease holder tests and writes finalizers (leader.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 from aiohttp import web
 
-from warehouse_operator import metrics
-from warehouse_operator.kube import KubeClient
+from warehouse_operator import inuse, leader, metrics, webhooks
+from warehouse_operator.kube import KubeClient, pod_namespace
 from warehouse_operator.models import GROUP, PLURAL, VERSION
 from warehouse_operator.scheduler import Scheduler
 from warehouse_operator.settings import Settings
@@ -34,6 +38,22 @@ class Runtime:
     scheduler: Scheduler | None = None
     servers: list[web.AppRunner] = field(default_factory=list)
     ready: bool = False
+    in_use_kinds: tuple[inuse.InUseKind, ...] = ()
+    in_use: inuse.InUseController | None = None
+    elector: leader.LeaderElector | None = None
+    webhook: webhooks.WebhookServer | None = None
+
+    def started_leading(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.active.set()
+        if self.in_use is not None:
+            self.in_use.start_leading()
+
+    def stopped_leading(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.active.clear()
+        if self.in_use is not None:
+            self.in_use.stop_leading()
 
 
 def _login(runtime: Runtime, settings: kopf.OperatorSettings) -> Any:
@@ -56,6 +76,8 @@ def _login(runtime: Runtime, settings: kopf.OperatorSettings) -> Any:
 def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     kopf_settings_holder: dict[str, kopf.OperatorSettings] = {}
+    runtime.in_use_kinds = inuse.parse_kinds(runtime.settings.in_use_kinds)
+    _register_in_use_kinds(runtime, registry)
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -77,14 +99,49 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
             startup_spread=conf.startup_spread,
         )
         runtime.scheduler.start(active=not conf.leader_elect)
+        if runtime.in_use_kinds:
+            runtime.in_use = inuse.InUseController(runtime.client, runtime.in_use_kinds)
+            runtime.in_use.start(leading=not conf.leader_elect)
+        if conf.leader_elect:
+            runtime.elector = leader.LeaderElector(
+                runtime.client,
+                namespace=conf.leader_election_namespace or pod_namespace(),
+                name=conf.leader_election_lease,
+                identity=leader.make_identity(os.environ.get("HOSTNAME")),
+                timings=leader.LeaderTimings.from_environ(os.environ),
+                on_started_leading=runtime.started_leading,
+                on_stopped_leading=runtime.stopped_leading,
+            )
+            runtime.elector.start()
+        if conf.webhook_port:
+            runtime.webhook = webhooks.WebhookServer(
+                webhooks.Admission(
+                    runtime.client,
+                    in_use_kinds=runtime.in_use_kinds,
+                    one_connection_per_namespace=conf.one_connection_per_namespace,
+                ),
+                port=conf.webhook_port,
+                cert_dir=conf.webhook_cert_dir,
+                self_signed=None
+                if conf.webhook_cert_dir
+                else webhooks.SelfSignedOptions.from_environ(pod_namespace(), os.environ),
+                api=runtime.client,
+            )
+            await runtime.webhook.start()
         await _start_servers(runtime)
         runtime.ready = True
 
     @kopf.on.cleanup(registry=registry)
     async def shutdown(**_: Any) -> None:
         runtime.ready = False
+        if runtime.webhook is not None:
+            await runtime.webhook.stop()
         if runtime.scheduler is not None:
-            await runtime.scheduler.stop()
+            await runtime.scheduler.stop()  # no test outlives the lease
+        if runtime.in_use is not None:
+            await runtime.in_use.stop()
+        if runtime.elector is not None:
+            await runtime.elector.stop()  # releases the Lease: a follower takes over at once
         if runtime.client is not None:
             await runtime.client.close()
         for server in runtime.servers:
@@ -98,6 +155,8 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     async def connection_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         if runtime.scheduler is not None:
             runtime.scheduler.observe(body, type)
+        if runtime.in_use is not None:
+            runtime.in_use.observe_connection(body, type)
 
     @kopf.on.event("v1", "secrets", registry=registry)
     async def secret_event(type: str | None, body: kopf.Body, **_: Any) -> None:
@@ -112,6 +171,27 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     return registry
 
 
+def _register_in_use_kinds(runtime: Runtime, registry: kopf.OperatorRegistry) -> None:
+    """An event handler per in-use kind, for all its objects: kopf's label filters are applied
+    on our side of the watch, and a filtered handler would never hear of a label removed."""
+    for number, kind in enumerate(runtime.in_use_kinds):
+
+        def make_user_event(kind: inuse.InUseKind) -> Any:
+            async def user_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+                if runtime.in_use is not None:
+                    runtime.in_use.observe_user(kind, body, type)
+
+            return user_event
+
+        kopf.on.event(
+            group=kind.group,
+            version=kind.version,
+            plural=kind.plural,
+            id=f"in_use_event_{number}",
+            registry=registry,
+        )(make_user_event(kind))
+
+
 async def _start_servers(runtime: Runtime) -> None:
     conf = runtime.settings
 
@@ -119,11 +199,15 @@ async def _start_servers(runtime: Runtime) -> None:
         return web.Response(text="ok\n")
 
     async def readyz(_: web.Request) -> web.Response:
-        return (
-            web.Response(text="ready\n")
-            if runtime.ready
-            else web.Response(status=503, text="starting\n")
+        # followers are ready too: ready means "works and can take over", not "leads"
+        if not runtime.ready:
+            return web.Response(status=503, text="starting\n")
+        role = (
+            ""
+            if runtime.elector is None
+            else (" (leader)\n" if runtime.elector.is_leader else " (follower)\n")
         )
+        return web.Response(text="ready" + (role or "\n"))
 
     async def metrics_page(_: web.Request) -> web.Response:
         return web.Response(body=metrics.exposition(), content_type="text/plain", charset="utf-8")
@@ -146,7 +230,10 @@ async def _start_servers(runtime: Runtime) -> None:
 
 async def run_operator(settings: Settings, stop_flag: asyncio.Event | None = None) -> None:
     runtime = Runtime(settings=settings)
-    registry = build_registry(runtime)
+    try:
+        registry = build_registry(runtime)
+    except ValueError as exc:
+        raise SystemExit(f"warehouse-operator: invalid --in-use-kinds: {exc}") from None
     namespaces = list(settings.namespaces)
     await kopf.operator(
         registry=registry,

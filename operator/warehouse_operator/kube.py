@@ -51,6 +51,10 @@ class ApiError(Exception):
         self.status = status
 
 
+class ConflictError(ApiError):
+    """HTTP 409: a resourceVersion precondition failed, or the object already exists."""
+
+
 class SecretForbidden(Exception):
     """The operator's service account may not read Secrets in that namespace."""
 
@@ -145,10 +149,18 @@ class KubeClient:
         json_body: Any = None,
         content_type: str = "application/json",
         not_found_ok: bool = False,
+        params: Mapping[str, str] | None = None,
+        retries: int = RETRIES,
+        timeout: float | None = None,
+        conflict_fails: bool = False,
     ) -> Any:
+        """One API call. ``conflict_fails``: a 409 raises ConflictError at once (optimistic
+        concurrency: the caller decides what a lost race means) instead of being retried."""
         delay = 0.2
         relogged = False
-        for attempt in range(RETRIES + 1):
+        # a per-call bound, tighter than the session's (never None: that would mean no limit)
+        extra: dict[str, Any] = {"timeout": aiohttp.ClientTimeout(total=timeout)} if timeout else {}
+        for attempt in range(retries + 1):
             session = await self._ensure()
             self.requests[method] = self.requests.get(method, 0) + 1
             try:
@@ -156,7 +168,9 @@ class KubeClient:
                     method,
                     self._server + path,
                     json=json_body,
+                    params=params,
                     headers={"Content-Type": content_type} if json_body is not None else None,
+                    **extra,
                 ) as resp:
                     if resp.status == 404 and not_found_ok:
                         return None
@@ -167,6 +181,8 @@ class KubeClient:
                     if resp.status < 400:
                         return await resp.json(content_type=None)
                     text = (await resp.text())[:300]
+                    if resp.status == 409 and conflict_fails:
+                        raise ConflictError(resp.status, text)
                     if resp.status == 403:
                         raise ApiError(resp.status, text)
                     if resp.status not in (409, 429) and resp.status < 500:
@@ -177,7 +193,7 @@ class KubeClient:
                     failure: Exception = ApiError(resp.status, text)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 failure = exc
-            if attempt == RETRIES:
+            if attempt == retries:
                 raise failure
             logger.debug("retrying %s %s after %s", method, path, failure)
             await asyncio.sleep(delay * (0.5 + random.random()))
@@ -246,6 +262,105 @@ class KubeClient:
             "count": 1,
         }
         await self._request("POST", f"/api/v1/namespaces/{namespace}/events", json_body=body)
+
+    # --- generic object calls (leader election, admission, finalizers) ----------------------------
+
+    async def get_object(
+        self, path: str, *, timeout: float | None = None, retries: int = RETRIES
+    ) -> Any:
+        """The object at ``path`` (see ``object_path``); None when it does not exist."""
+        return await self._request("GET", path, not_found_ok=True, timeout=timeout, retries=retries)
+
+    async def list_objects(
+        self,
+        path: str,
+        *,
+        label_selector: str | None = None,
+        timeout: float | None = None,
+        retries: int = RETRIES,
+    ) -> dict[str, Any]:
+        """A list response (``kind``, ``items``) of the collection at ``path``."""
+        params = {"labelSelector": label_selector} if label_selector else None
+        body = await self._request("GET", path, params=params, timeout=timeout, retries=retries)
+        return body if isinstance(body, dict) else {}
+
+    async def create_object(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        timeout: float | None = None,
+        retries: int = RETRIES,
+    ) -> Any:
+        """POST to a collection; ConflictError when the name is taken."""
+        return await self._request(
+            "POST",
+            path,
+            json_body=dict(body),
+            timeout=timeout,
+            retries=retries,
+            conflict_fails=True,
+        )
+
+    async def replace_object(
+        self,
+        path: str,
+        body: Mapping[str, Any],
+        *,
+        timeout: float | None = None,
+        retries: int = RETRIES,
+    ) -> Any:
+        """PUT; with ``metadata.resourceVersion`` in ``body`` a stale write raises ConflictError."""
+        return await self._request(
+            "PUT", path, json_body=dict(body), timeout=timeout, retries=retries, conflict_fails=True
+        )
+
+    async def patch_object(
+        self,
+        path: str,
+        patch: Any,
+        *,
+        content_type: str = "application/merge-patch+json",
+        timeout: float | None = None,
+        retries: int = RETRIES,
+    ) -> Any:
+        """PATCH; None when the object is gone, ConflictError when a precondition failed."""
+        return await self._request(
+            "PATCH",
+            path,
+            json_body=patch,
+            content_type=content_type,
+            not_found_ok=True,
+            timeout=timeout,
+            retries=retries,
+            conflict_fails=True,
+        )
+
+
+def object_path(
+    group_version: str, plural: str, namespace: str | None = None, name: str | None = None
+) -> str:
+    """The API path of a collection or an object: ``apps/v1`` -> ``/apis/apps/v1/...``, ``v1`` -> ``/api/v1/...``."""
+    root = f"/apis/{group_version}" if "/" in group_version else f"/api/{group_version}"
+    path = f"{root}/namespaces/{namespace}/{plural}" if namespace else f"{root}/{plural}"
+    return f"{path}/{name}" if name else path
+
+
+SERVICE_ACCOUNT_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def pod_namespace(environ: Mapping[str, str] | None = None) -> str:
+    """The operator's own namespace: POD_NAMESPACE (downward API), else the service account's,
+    else ``default`` (running outside a cluster)."""
+    environ = os.environ if environ is None else environ
+    if environ.get("POD_NAMESPACE"):
+        return environ["POD_NAMESPACE"]
+    try:
+        with open(SERVICE_ACCOUNT_NAMESPACE_FILE, encoding="utf-8") as handle:
+            found = handle.read().strip()
+    except OSError:
+        found = ""
+    return found or "default"
 
 
 def _write_private(path: str, data: bytes) -> None:

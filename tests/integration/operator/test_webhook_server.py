@@ -1,0 +1,444 @@
+"""The admission webhook server in-process: real AdmissionReview JSON over HTTPS, answered
+from what the API emulator holds; certificates from a folder (reloaded) or self-managed
+(a Secret shared by replicas, the caBundle patched, rotation before expiry)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+import inspect
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from kubernetes import client as k8s
+
+from tests.support.kube_cluster import Kube, Namespace
+from tests.support.kubeapi import KubeAPIServer
+from tests.support.pgserver import CertificateAuthority, unused_port
+from warehouse_operator.inuse import InUseKind, parse_kinds
+from warehouse_operator.kube import KubeClient
+from warehouse_operator.settings import DEFAULT_IN_USE_KINDS
+from warehouse_operator.webhooks import (
+    WEBHOOK_CONFIG_API,
+    Admission,
+    SelfSignedOptions,
+    WebhookServer,
+)
+
+from .conftest import (
+    admission_review,
+    create_workload,
+    delete_deployment,
+    peer_certificate,
+    post_review,
+    relabel_deployment,
+    unreachable_connection,
+)
+
+KINDS = parse_kinds(DEFAULT_IN_USE_KINDS)
+
+
+async def review(port: int, body: dict[str, Any], ca: bytes, name: str) -> dict[str, Any]:
+    answer = await asyncio.to_thread(post_review, port, body, ca, name)
+    assert answer["apiVersion"] == "admission.k8s.io/v1"
+    assert answer["kind"] == "AdmissionReview"
+    assert answer["response"]["uid"] == body["request"]["uid"]
+    response: dict[str, Any] = answer["response"]
+    return response
+
+
+async def eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{what}: not within {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+class DirServer:
+    def __init__(self, folder: Path, ca: CertificateAuthority, name: str) -> None:
+        self.folder, self.ca, self.name = folder, ca, name
+        self.port = unused_port()
+
+    def write(self, cert: bytes, key: bytes) -> None:
+        (self.folder / "tls.crt").write_bytes(cert)
+        (self.folder / "tls.key").write_bytes(key)
+
+
+@pytest.fixture
+async def dir_server(
+    api: KubeClient, ns: Namespace, tmp_path: Path
+) -> AsyncIterator[tuple[WebhookServer, DirServer]]:
+    ca = CertificateAuthority()
+    name = f"whc-webhook.{ns.name}.svc"
+    files = DirServer(tmp_path, ca, name)
+    files.write(*ca.issue([name]))
+    server = WebhookServer(
+        Admission(api, in_use_kinds=KINDS, one_connection_per_namespace=True),
+        port=files.port,
+        host="127.0.0.1",
+        cert_dir=str(tmp_path),
+        poll_interval=0.1,
+    )
+    await server.start()
+    yield server, files
+    await server.stop()
+
+
+async def test_delete_of_a_connection_in_use_is_refused_with_409_naming_the_users(
+    kube: Kube, ns: Namespace, dir_server: tuple[WebhookServer, DirServer]
+) -> None:
+    _, files = dir_server
+    used = ns.create_connection("warehouse", unreachable_connection())
+    spare = ns.create_connection("spare", unreachable_connection())
+    create_workload(kube, ns.name, "Deployment", "api", "warehouse")
+    create_workload(kube, ns.name, "Job", "etl", "warehouse")
+    create_workload(kube, ns.name, "Deployment", "web", None)  # unlabelled: not a user
+
+    answer = await review(
+        files.port,
+        admission_review("DELETE", ns.name, "warehouse", old=used),
+        files.ca.cert_pem,
+        files.name,
+    )
+    assert answer["allowed"] is False
+    assert answer["status"]["code"] == 409
+    assert answer["status"]["reason"] == "Conflict"
+    assert "deployment/api, job/etl" in answer["status"]["message"]
+    assert "web" not in answer["status"]["message"]
+
+    # an unused connection goes
+    answer = await review(
+        files.port,
+        admission_review("DELETE", ns.name, "spare", old=spare),
+        files.ca.cert_pem,
+        files.name,
+    )
+    assert answer == {"uid": answer["uid"], "allowed": True}
+
+    # the override annotation
+    overridden = {
+        **used,
+        "metadata": {
+            **used["metadata"],
+            "annotations": {"warehouse-operator.io/allow-delete-in-use": "true"},
+        },
+    }
+    answer = await review(
+        files.port,
+        admission_review("DELETE", ns.name, "warehouse", old=overridden),
+        files.ca.cert_pem,
+        files.name,
+    )
+    assert answer["allowed"] is True
+
+    # once the users are gone (relabelled / deleted), the deletion is allowed
+    relabel_deployment(kube, ns.name, "api", "other")
+    answer = await review(
+        files.port,
+        admission_review("DELETE", ns.name, "warehouse", old=used),
+        files.ca.cert_pem,
+        files.name,
+    )
+    assert answer["allowed"] is False
+    assert "is in use by job/etl:" in answer["status"]["message"]
+    delete_deployment(kube, ns.name, "api")
+    k8s.BatchV1Api(kube.api_client).delete_namespaced_job("etl", ns.name)
+    answer = await review(
+        files.port,
+        admission_review("DELETE", ns.name, "warehouse", old=used),
+        files.ca.cert_pem,
+        files.name,
+    )
+    assert answer["allowed"] is True
+
+
+async def test_one_connection_per_namespace_refuses_a_second_create(
+    ns: Namespace, dir_server: tuple[WebhookServer, DirServer]
+) -> None:
+    _, files = dir_server
+    first = {
+        "apiVersion": "warehouse-operator.io/v1alpha1",
+        "kind": "WarehouseConnection",
+        "metadata": {"name": "first", "namespace": ns.name},
+        "spec": unreachable_connection(),
+    }
+    answer = await review(
+        files.port,
+        admission_review("CREATE", ns.name, "first", obj=first),
+        files.ca.cert_pem,
+        files.name,
+    )
+    assert answer["allowed"] is True
+    ns.create_connection("first", unreachable_connection())
+
+    second = {**first, "metadata": {"name": "second", "namespace": ns.name}}
+    answer = await review(
+        files.port,
+        admission_review("CREATE", ns.name, "second", obj=second),
+        files.ca.cert_pem,
+        files.name,
+    )
+    assert answer["allowed"] is False
+    assert answer["status"]["code"] == 403
+    assert answer["status"]["reason"] == "Forbidden"
+    assert "first" in answer["status"]["message"]
+
+
+async def test_requests_it_cannot_check_are_refused_but_the_override_still_works(
+    ns: Namespace, kubeapi: KubeAPIServer, dir_server: tuple[WebhookServer, DirServer]
+) -> None:
+    _, files = dir_server
+    used = ns.create_connection("warehouse", unreachable_connection())
+    overridden = {
+        **used,
+        "metadata": {
+            **used["metadata"],
+            "annotations": {"warehouse-operator.io/allow-delete-in-use": "true"},
+        },
+    }
+    kubeapi.stop()
+    try:
+        answer = await review(
+            files.port,
+            admission_review("DELETE", ns.name, "warehouse", old=used),
+            files.ca.cert_pem,
+            files.name,
+        )
+        assert answer["allowed"] is False
+        assert answer["status"]["code"] == 500
+        assert "could not check" in answer["status"]["message"]
+        answer = await review(
+            files.port,
+            admission_review("DELETE", ns.name, "warehouse", old=overridden),
+            files.ca.cert_pem,
+            files.name,
+        )
+        assert answer["allowed"] is True
+    finally:
+        kubeapi.start()
+
+
+async def test_other_requests_are_allowed_and_garbage_is_a_bad_request(
+    ns: Namespace, dir_server: tuple[WebhookServer, DirServer]
+) -> None:
+    _, files = dir_server
+    body = admission_review("UPDATE", ns.name, "warehouse", obj={"metadata": {"name": "warehouse"}})
+    answer = await review(files.port, body, files.ca.cert_pem, files.name)
+    assert answer["allowed"] is True
+    other = admission_review("DELETE", ns.name, "x", old={"metadata": {"name": "x"}})
+    other["request"]["resource"] = {"group": "apps", "version": "v1", "resource": "deployments"}
+    other["request"]["kind"] = {"group": "apps", "version": "v1", "kind": "Deployment"}
+    answer = await review(files.port, other, files.ca.cert_pem, files.name)
+    assert answer["allowed"] is True
+    with pytest.raises(AssertionError, match="not an AdmissionReview"):
+        await asyncio.to_thread(
+            post_review, files.port, {"request": {}}, files.ca.cert_pem, files.name
+        )
+
+
+async def test_certificate_folder_is_reloaded_when_it_changes(
+    dir_server: tuple[WebhookServer, DirServer],
+) -> None:
+    server, files = dir_server
+    first = await asyncio.to_thread(peer_certificate, files.port, files.ca.cert_pem, files.name)
+
+    # a half-written pair (a key that does not match) is ignored: the old one stays
+    other_cert, _ = files.ca.issue([files.name])
+    _, other_key = files.ca.issue([files.name])
+    files.write(other_cert, other_key)
+    await asyncio.sleep(0.5)
+    assert (
+        await asyncio.to_thread(peer_certificate, files.port, files.ca.cert_pem, files.name)
+        == first
+    )
+    assert server.directory is not None
+    assert server.directory.reloads == 0
+
+    new_cert, new_key = files.ca.issue([files.name])
+    files.write(new_cert, new_key)
+
+    async def serving_new() -> bool:
+        der = await asyncio.to_thread(peer_certificate, files.port, files.ca.cert_pem, files.name)
+        return der == x509.load_pem_x509_certificate(new_cert).public_bytes(Encoding.DER)
+
+    await eventually(serving_new, 5, "the new certificate served")
+    assert server.directory.reloads == 1
+
+
+# --- self-managed certificates ---------------------------------------------------------------------
+
+
+async def _webhook_config(api: KubeClient, name: str, namespace: str) -> dict[str, Any]:
+    body = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [
+            {
+                "name": "delete-in-use.warehouse-operator.io",
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+                "failurePolicy": "Fail",
+                "clientConfig": {
+                    "service": {"name": "whc-webhook", "namespace": namespace, "path": "/validate"}
+                },
+                "rules": [
+                    {
+                        "apiGroups": ["warehouse-operator.io"],
+                        "apiVersions": ["*"],
+                        "operations": ["CREATE", "DELETE"],
+                        "resources": ["warehouseconnections"],
+                    }
+                ],
+            }
+        ],
+    }
+    created: dict[str, Any] = await api.create_object(WEBHOOK_CONFIG_API, body)
+    return created
+
+
+async def _ca_bundle(api: KubeClient, name: str) -> bytes:
+    config = await api.get_object(f"{WEBHOOK_CONFIG_API}/{name}")
+    value = config["webhooks"][0]["clientConfig"].get("caBundle") or ""
+    return base64.b64decode(value)
+
+
+@pytest.fixture
+async def self_signed(api: KubeClient, ns: Namespace) -> AsyncIterator[Callable[..., Any]]:
+    servers: list[WebhookServer] = []
+    config = f"whc-{ns.name}"
+    await _webhook_config(api, config, ns.name)
+
+    async def start(**overrides: Any) -> WebhookServer:
+        options = SelfSignedOptions(
+            namespace=ns.name,
+            service="whc-webhook",
+            secret_name="whc-webhook-tls",
+            webhook_config=config,
+            check_interval=0.2,
+            **overrides,
+        )
+        server = WebhookServer(
+            Admission(api, in_use_kinds=KINDS, one_connection_per_namespace=False),
+            port=unused_port(),
+            host="127.0.0.1",
+            self_signed=options,
+            api=api,
+        )
+        await server.start()
+        servers.append(server)
+        return server
+
+    start.config = config  # type: ignore[attr-defined]
+    yield start
+    for server in servers:
+        await server.stop()
+    with contextlib.suppress(Exception):
+        await api._request("DELETE", f"{WEBHOOK_CONFIG_API}/{config}")
+
+
+async def test_self_signed_certificate_is_shared_by_replicas_and_its_ca_published(
+    api: KubeClient, ns: Namespace, self_signed: Callable[..., Any]
+) -> None:
+    config = self_signed.config  # type: ignore[attr-defined]
+    name = f"whc-webhook.{ns.name}.svc"
+    one = await self_signed()
+    bundle = await _ca_bundle(api, config)
+    secret = await api.get_object(f"/api/v1/namespaces/{ns.name}/secrets/whc-webhook-tls")
+    assert secret["type"] == "kubernetes.io/tls"
+    assert base64.b64decode(secret["data"]["ca.crt"]) == bundle
+    assert one.self_signed is not None
+    assert one.self_signed.ca_bundle_patches == 1
+
+    ns.create_connection("warehouse", unreachable_connection())
+    answer = await review(
+        one.port,
+        admission_review("DELETE", ns.name, "warehouse", old={"metadata": {"name": "warehouse"}}),
+        bundle,
+        name,
+    )
+    assert answer["allowed"] is True
+
+    # a second replica uses the same Secret: same certificate, caBundle left alone
+    two = await self_signed()
+    assert two.self_signed is not None
+    assert two.self_signed.rotations == 0
+    assert two.self_signed.ca_bundle_patches == 0
+    assert await asyncio.to_thread(
+        peer_certificate, two.port, bundle, name
+    ) == await asyncio.to_thread(peer_certificate, one.port, bundle, name)
+    # every name the API server may use for the Service is in the certificate
+    for dns in (
+        f"whc-webhook.{ns.name}.svc",
+        f"whc-webhook.{ns.name}.svc.cluster.local",
+        "whc-webhook",
+    ):
+        await asyncio.to_thread(peer_certificate, one.port, bundle, dns)
+
+    # a deployment tool resets the caBundle: it is put back
+    await api.patch_object(
+        f"{WEBHOOK_CONFIG_API}/{config}",
+        [{"op": "replace", "path": "/webhooks/0/clientConfig/caBundle", "value": ""}],
+        content_type="application/json-patch+json",
+    )
+    restored = await eventually(lambda: _ca_bundle(api, config), 5, "the caBundle restored")
+    assert restored == bundle
+
+
+async def test_self_signed_serving_certificate_is_rotated_before_expiry(
+    api: KubeClient, ns: Namespace, self_signed: Callable[..., Any]
+) -> None:
+    config = self_signed.config  # type: ignore[attr-defined]
+    name = f"whc-webhook.{ns.name}.svc"
+    server = await self_signed(cert_validity=dt.timedelta(seconds=4))
+    bundle = await _ca_bundle(api, config)
+    first = await asyncio.to_thread(peer_certificate, server.port, bundle, name)
+
+    async def rotated() -> bool:
+        return await asyncio.to_thread(peer_certificate, server.port, bundle, name) != first
+
+    await eventually(rotated, 8, "a renewed serving certificate")
+    # same CA: the caBundle did not have to change, and the new certificate verifies against it
+    assert await _ca_bundle(api, config) == bundle
+    cert = x509.load_der_x509_certificate(
+        await asyncio.to_thread(peer_certificate, server.port, bundle, name)
+    )
+    assert cert.not_valid_after_utc > dt.datetime.now(dt.UTC)
+
+
+async def test_self_signed_ca_rotation_keeps_the_old_ca_in_the_bundle(
+    api: KubeClient, ns: Namespace, self_signed: Callable[..., Any]
+) -> None:
+    config = self_signed.config  # type: ignore[attr-defined]
+    name = f"whc-webhook.{ns.name}.svc"
+    server = await self_signed(
+        ca_validity=dt.timedelta(seconds=4), cert_validity=dt.timedelta(seconds=4)
+    )
+    first_bundle = await _ca_bundle(api, config)
+    assert len(x509.load_pem_x509_certificates(first_bundle)) == 1
+
+    async def two_cas() -> bytes | None:
+        bundle = await _ca_bundle(api, config)
+        return bundle if len(x509.load_pem_x509_certificates(bundle)) == 2 else None
+
+    bundle = await eventually(two_cas, 8, "a bundle with the new and the old CA")
+    cas = x509.load_pem_x509_certificates(bundle)
+    assert cas[1] == x509.load_pem_x509_certificates(first_bundle)[0]  # the old one kept, second
+    await asyncio.to_thread(peer_certificate, server.port, bundle, name)
+
+
+def test_in_use_kinds_default_to_the_workload_kinds() -> None:
+    assert [str(k) for k in KINDS] == list(DEFAULT_IN_USE_KINDS)
+    assert KINDS[0] == InUseKind("apps", "v1", "deployments")

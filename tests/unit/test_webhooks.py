@@ -1,0 +1,232 @@
+"""Pure parts of the admission webhook: decisions, the AdmissionReview answer, certificates."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import ssl
+from typing import Any
+
+import pytest
+from cryptography import x509
+
+from warehouse_operator.webhooks import (
+    ALLOW,
+    CertificateBundle,
+    Decision,
+    SelfSignedOptions,
+    ServingContext,
+    decide_create,
+    decide_delete,
+    generate_ca,
+    issue_serving_certificate,
+    renew_bundle,
+    review_response,
+    service_dns_names,
+)
+
+OVERRIDE = "warehouse-operator.io/allow-delete-in-use"
+NOW = dt.datetime.now(dt.UTC)
+NAMES = service_dns_names("whc-webhook", "ops")
+
+
+def conn(name: str = "warehouse", **meta: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": "team-a", **meta}}
+
+
+# --- decisions -----------------------------------------------------------------------------------
+
+
+def test_delete_in_use_is_a_409_conflict_naming_the_users() -> None:
+    decision = decide_delete(conn(), ["job/etl", "deployment/api"])
+    assert decision.allowed is False
+    assert decision.code == 409
+    assert decision.reason == "Conflict"
+    assert "'warehouse' is in use by deployment/api, job/etl" in decision.message
+    assert OVERRIDE in decision.message
+    assert decision.outcome == "denied"
+
+
+def test_delete_without_users_or_with_the_override_or_in_a_dying_namespace() -> None:
+    assert decide_delete(conn(), []) == ALLOW
+    assert decide_delete(conn(annotations={OVERRIDE: "true"}), ["deployment/api"]) == ALLOW
+    assert decide_delete(conn(annotations={OVERRIDE: "false"}), ["deployment/api"]).allowed is False
+    assert decide_delete(conn(), ["deployment/api"], namespace_terminating=True) == ALLOW
+
+
+def test_create_with_one_per_namespace() -> None:
+    new = conn("second")
+    others = [conn("first")]
+    decision = decide_create(new, others, one_per_namespace=True)
+    assert (decision.allowed, decision.code, decision.reason) == (False, 403, "Forbidden")
+    assert "'team-a' already has a WarehouseConnection (first)" in decision.message
+    assert decide_create(new, others, one_per_namespace=False) == ALLOW
+    assert decide_create(new, [], one_per_namespace=True) == ALLOW
+    # the object itself (a retried create) and connections on their way out do not count
+    assert decide_create(new, [conn("second")], one_per_namespace=True) == ALLOW
+    going = conn("first", deletionTimestamp="2026-05-01T12:00:00Z")
+    assert decide_create(new, [going], one_per_namespace=True) == ALLOW
+
+
+def test_review_response_shapes() -> None:
+    assert review_response("u-1", ALLOW) == {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "response": {"uid": "u-1", "allowed": True},
+    }
+    denied = review_response("u-2", Decision(False, 409, "Conflict", "in use"))
+    assert denied["response"] == {
+        "uid": "u-2",
+        "allowed": False,
+        "status": {"status": "Failure", "code": 409, "reason": "Conflict", "message": "in use"},
+    }
+    assert Decision(False, 500, "InternalError", "x").outcome == "error"
+
+
+# --- certificates --------------------------------------------------------------------------------
+
+
+def _bundle(
+    ca_days: float = 3650, cert_days: float = 365, names: list[str] = NAMES
+) -> CertificateBundle:
+    ca, ca_key = generate_ca("test CA", dt.timedelta(days=ca_days))
+    cert, key = issue_serving_certificate(ca, ca_key, names, dt.timedelta(days=cert_days))
+    return CertificateBundle(ca, ca_key, cert, key)
+
+
+def test_service_names_cover_how_the_api_server_dials() -> None:
+    assert NAMES == [
+        "whc-webhook.ops.svc",
+        "whc-webhook",
+        "whc-webhook.ops",
+        "whc-webhook.ops.svc.cluster.local",
+    ]
+    options = SelfSignedOptions(
+        namespace="ops", service="whc-webhook", extra_dns_names=("localhost",)
+    )
+    assert options.dns_names == [*NAMES, "localhost"]
+
+
+def test_self_signed_options_from_the_environment() -> None:
+    env = {
+        "WHC_WEBHOOK_SERVICE_NAME": "svc",
+        "WHC_WEBHOOK_SECRET_NAME": "tls",
+        "WHC_WEBHOOK_CONFIG_NAME": "cfg",
+    }
+    options = SelfSignedOptions.from_environ("ops", env)
+    assert (options.namespace, options.service, options.secret_name, options.webhook_config) == (
+        "ops",
+        "svc",
+        "tls",
+        "cfg",
+    )
+    assert SelfSignedOptions.from_environ("ops", {}) == SelfSignedOptions(namespace="ops")
+
+
+def test_serving_certificate_is_a_server_certificate_for_the_names() -> None:
+    bundle = _bundle()
+    cert = x509.load_pem_x509_certificate(bundle.cert_pem)
+    ca = x509.load_pem_x509_certificate(bundle.ca_pem)
+    cert.verify_directly_issued_by(ca)
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == NAMES
+    usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert x509.oid.ExtendedKeyUsageOID.SERVER_AUTH in usage
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
+    assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+
+
+def test_secret_data_round_trip() -> None:
+    bundle = _bundle()
+    data = bundle.secret_data()
+    assert set(data) == {"ca.crt", "ca.key", "tls.crt", "tls.key"}
+    assert base64.b64decode(data["tls.crt"]) == bundle.cert_pem
+    assert CertificateBundle.from_secret_data(data) == bundle
+    assert CertificateBundle.from_secret_data({"tls.crt": data["tls.crt"]}) is None
+    assert CertificateBundle.from_secret_data({**data, "tls.key": "%%%"}) is None
+    assert CertificateBundle.from_secret_data(None) is None
+
+
+def test_usable_bundle_checks() -> None:
+    bundle = _bundle()
+    assert bundle.usable(NAMES, NOW, 1 / 3)
+    # a name the certificate does not cover
+    assert not bundle.usable([*NAMES, "other.ops.svc"], NOW, 1 / 3)
+    # a key that is not the certificate's
+    other = _bundle()
+    assert not CertificateBundle(
+        bundle.ca_pem, bundle.ca_key_pem, bundle.cert_pem, other.key_pem
+    ).usable(NAMES, NOW, 1 / 3)
+    # a certificate from another CA
+    assert not CertificateBundle(
+        bundle.ca_pem, bundle.ca_key_pem, other.cert_pem, other.key_pem
+    ).usable(NAMES, NOW, 1 / 3)
+    # close to the end of its life (less than a third left)
+    later = NOW + dt.timedelta(days=300)
+    assert not bundle.usable(NAMES, later, 1 / 3)
+    assert not CertificateBundle(b"junk", b"junk", b"junk", b"junk").usable(NAMES, NOW, 1 / 3)
+
+
+def test_renewal_keeps_a_healthy_ca() -> None:
+    old = _bundle()
+    new = renew_bundle(
+        old,
+        NAMES,
+        ca_validity=dt.timedelta(days=3650),
+        cert_validity=dt.timedelta(days=365),
+        renew_at=1 / 3,
+    )
+    assert new.ca_pem == old.ca_pem
+    assert new.ca_key_pem == old.ca_key_pem
+    assert new.cert_pem != old.cert_pem
+    assert new.usable(NAMES, NOW, 1 / 3)
+
+
+def test_renewal_replaces_an_ageing_ca_and_keeps_the_old_one_trusted() -> None:
+    old = _bundle(ca_days=30, cert_days=10)
+    later = NOW + dt.timedelta(days=25)  # less than a third of the CA's life left
+    new = renew_bundle(
+        old,
+        NAMES,
+        ca_validity=dt.timedelta(days=3650),
+        cert_validity=dt.timedelta(days=365),
+        renew_at=1 / 3,
+        now=later,
+    )
+    cas = x509.load_pem_x509_certificates(new.ca_pem)
+    assert len(cas) == 2
+    assert cas[1] == x509.load_pem_x509_certificate(old.ca_pem)
+    x509.load_pem_x509_certificate(new.cert_pem).verify_directly_issued_by(cas[0])
+    assert new.ca_key_pem != old.ca_key_pem
+    # once the old CA has expired it leaves the bundle at the next renewal
+    much_later = NOW + dt.timedelta(days=400)
+    newer = renew_bundle(
+        new,
+        NAMES,
+        ca_validity=dt.timedelta(days=3650),
+        cert_validity=dt.timedelta(days=365),
+        renew_at=1 / 3,
+        now=much_later,
+    )
+    assert len(x509.load_pem_x509_certificates(newer.ca_pem)) == 1
+
+
+def test_serving_certificate_never_outlives_its_ca() -> None:
+    ca, ca_key = generate_ca("short CA", dt.timedelta(days=10))
+    cert, _ = issue_serving_certificate(ca, ca_key, NAMES, dt.timedelta(days=365))
+    assert (
+        x509.load_pem_x509_certificate(cert).not_valid_after_utc
+        <= x509.load_pem_x509_certificate(ca).not_valid_after_utc
+    )
+
+
+def test_serving_context_refuses_a_mismatched_pair_and_keeps_the_old_one() -> None:
+    serving = ServingContext()
+    good = _bundle()
+    assert serving.load_pem(good.cert_pem, good.key_pem) is True
+    assert serving.load_pem(good.cert_pem, good.key_pem) is False  # already loaded
+    before = serving.fingerprint
+    with pytest.raises(ssl.SSLError):
+        serving.load_pem(good.cert_pem, _bundle().key_pem)
+    assert serving.fingerprint == before
+    assert serving.context.minimum_version == ssl.TLSVersion.TLSv1_2

@@ -90,8 +90,12 @@ async def resolve(host: str, port: int, timeout: float) -> list[str]:
 
 async def check_destinations(
     destinations: Sequence[Destination], policy: EgressPolicy, timeout: float
-) -> str:
-    """Raise ProbeFailure unless every destination resolves and is allowed; returns a summary."""
+) -> tuple[str, dict[str, list[str]]]:
+    """Raise ProbeFailure unless every destination resolves and is allowed.
+
+    Returns a summary and the checked addresses of each host, for the provider to connect to.
+    """
+    resolved: dict[str, list[str]] = {}
     for dest in destinations:
         try:
             addresses = await resolve(dest.host, dest.port, timeout)
@@ -110,8 +114,9 @@ async def check_destinations(
                 f"the {dest.what} host {dest.host} resolves to {', '.join(denied)}, "
                 "which the operator's egress policy does not allow",
             )
+        resolved[dest.host] = addresses
     hosts = ", ".join(f"{d.host}:{d.port}" for d in destinations)
-    return f"allowed by egress policy: {hosts}" if hosts else ""
+    return (f"allowed by egress policy: {hosts}" if hosts else ""), resolved
 
 
 class Redactor:
@@ -186,14 +191,16 @@ async def run_test(
         fingerprint = getattr(credentials, "public_key_fingerprint", None)
         remaining = spec.test_timeout_seconds - (time.monotonic() - started)
         with stages.stage("destination") as note:
-            note.message = await check_destinations(
+            note.message, resolved = await check_destinations(
                 provider.destinations(spec, credentials), policy, remaining
             )
         remaining = spec.test_timeout_seconds - (time.monotonic() - started)
         probe_started = time.monotonic()
         try:
             success = await asyncio.wait_for(
-                provider.probe(spec, credentials, timeout=remaining, stages=stages),
+                provider.probe(
+                    spec, credentials, timeout=remaining, stages=stages, resolved=resolved
+                ),
                 timeout=max(remaining, 0.001),
             )
         except TimeoutError:

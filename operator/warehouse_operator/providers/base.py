@@ -8,7 +8,7 @@ that a person understands. ``probe.py`` adds the policy, the timeout and the red
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -33,6 +33,9 @@ class Destination:
     host: str
     port: int
     what: str = "server"
+
+
+Resolved = Mapping[str, Sequence[str]]
 
 
 @dataclass
@@ -106,9 +109,19 @@ class Provider(Protocol):
         ...
 
     async def probe(
-        self, spec: ConnectionSpec, credentials: Any, *, timeout: float, stages: Stages
+        self,
+        spec: ConnectionSpec,
+        credentials: Any,
+        *,
+        timeout: float,
+        stages: Stages,
+        resolved: Resolved | None = None,
     ) -> ProbeSuccess:
         """Connect, authenticate and run the lightweight query within ``timeout`` seconds.
+
+        ``resolved`` maps each destination host to the addresses the egress policy checked;
+        a provider connects to those (where its driver allows) so that a second DNS answer
+        (rebinding) cannot send the test somewhere the policy would refuse.
 
         Must not block the event loop. Raises ProbeFailure on a classified failure.
         """

@@ -32,7 +32,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from warehouse_operator.models import BigQuerySpec, ConnectionSpec, Reason
-from warehouse_operator.providers.base import Destination, ProbeFailure, ProbeSuccess, Stages
+from warehouse_operator.providers.base import (
+    Destination,
+    ProbeFailure,
+    ProbeSuccess,
+    Resolved,
+    Stages,
+)
 from warehouse_operator.secrets import CredentialError, SecretData
 
 if TYPE_CHECKING:
@@ -658,6 +664,7 @@ class BigQueryProvider:
         *,
         timeout: float,
         stages: Stages,
+        resolved: Resolved | None = None,
     ) -> ProbeSuccess:
         bq = _bq(spec)
         api = api_endpoint(bq)

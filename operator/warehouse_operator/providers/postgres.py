@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from warehouse_operator.models import ConnectionSpec, PostgresSpec, Reason
-from warehouse_operator.providers.base import Destination, ProbeFailure, ProbeSuccess, Stages
+from warehouse_operator.providers.base import (
+    Destination,
+    ProbeFailure,
+    ProbeSuccess,
+    Resolved,
+    Stages,
+)
 from warehouse_operator.secrets import CredentialError, SecretData
 
 APPLICATION_NAME = "warehouse-operator"
@@ -61,6 +67,7 @@ class PostgresProvider:
         *,
         timeout: float,
         stages: Stages,
+        resolved: Resolved | None = None,
     ) -> ProbeSuccess:
         import psycopg  # imported here: only operators with postgres connections pay for it
 
@@ -77,6 +84,12 @@ class PostgresProvider:
                 "connect_timeout": max(2, math.ceil(timeout)),
                 "application_name": APPLICATION_NAME,
             }
+            addresses = list((resolved or {}).get(pg.host, ()))
+            if addresses and addresses != [pg.host]:
+                # connect to exactly the addresses the egress policy checked; ``host`` stays
+                # the name, for TLS host name verification
+                params["host"] = ",".join([pg.host] * len(addresses))
+                params["hostaddr"] = ",".join(addresses)
             if pg.ssl_mode in ("verify-ca", "verify-full"):
                 # without a CA in the Secret, verify against the system's trust store
                 params["sslrootcert"] = ca_path or "system"

@@ -35,13 +35,19 @@ import ssl
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from warehouse_operator.models import ConnectionSpec, Reason, SnowflakeSpec
-from warehouse_operator.providers.base import Destination, ProbeFailure, ProbeSuccess, Stages
+from warehouse_operator.providers.base import (
+    Destination,
+    ProbeFailure,
+    ProbeSuccess,
+    Resolved,
+    Stages,
+)
 from warehouse_operator.secrets import CredentialError, SecretData
 
 QUERY_TAG = "warehouse-operator connection test"
@@ -642,17 +648,21 @@ def _proxy_for(target: SnowflakeTarget) -> str | None:
     return None
 
 
-async def _check_reachable(target: SnowflakeTarget, deadline: float) -> str:
+async def _check_reachable(
+    target: SnowflakeTarget, deadline: float, addresses: Sequence[str] = ()
+) -> str:
     """One TCP handshake, so that a refused or silent endpoint is told apart in time.
 
     The connector retries refused connections until its login timeout, which would turn
-    "nothing listens there" into a Timeout.
+    "nothing listens there" into a Timeout. The handshake goes to an address the egress
+    policy checked; the connector resolves the name again itself (its HTTP stack offers no
+    way to pin the address), so for Snowflake the policy is enforced at resolution time.
     """
     if _proxy_for(target):
         return f"{target} is reached through the proxy set in the environment"
     try:
         _reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(target.host, target.port),
+            asyncio.open_connection(addresses[0] if addresses else target.host, target.port),
             timeout=max(deadline - time.monotonic(), 0.001),
         )
     except TimeoutError:
@@ -708,6 +718,7 @@ class SnowflakeProvider:
         *,
         timeout: float,
         stages: Stages,
+        resolved: Resolved | None = None,
     ) -> ProbeSuccess:
         runner = _RUNNER
         deadline = time.monotonic() + timeout
@@ -723,7 +734,9 @@ class SnowflakeProvider:
             fingerprint=credentials.public_key_fingerprint,
         )
         with stages.stage("connect") as note:
-            note.message = await _check_reachable(target, deadline)
+            note.message = await _check_reachable(
+                target, deadline, (resolved or {}).get(target.host, ())
+            )
 
         _prepare_connector_import()
         params = connect_params(sf, credentials, target, deadline - time.monotonic())

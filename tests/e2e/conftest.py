@@ -89,13 +89,21 @@ def e2e(
     try:
         yield world
     finally:
-        operator.stop()
+        exit_code = operator.stop()
         try:
             call_report = getattr(request.node, "report_call", None)
             if call_report is not None and call_report.failed:
                 sys.stderr.write(world.diagnostics() + "\n")
             # every test doubles as a leak test: no Secret value anywhere the operator writes
             world.assert_no_secret_leaks()
+            # and as a robustness test: no crash, no unexpected exception, a clean exit
+            assert exit_code in (0, None), (
+                f"the operator exited with {exit_code}\n{world.diagnostics()}"
+            )
+            if request.node.get_closest_marker("operator_tracebacks_expected") is None:
+                assert "Traceback" not in operator.log_text(), (
+                    f"the operator logged an exception\n{world.diagnostics()}"
+                )
         finally:
             delete_namespace(kube, namespace.name)
 
@@ -103,6 +111,10 @@ def e2e(
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "operator_args(*args): extra flags for `warehouse-operator run`"
+    )
+    config.addinivalue_line(
+        "markers",
+        "operator_tracebacks_expected: the test provokes failures the operator may log with a traceback",
     )
 
 

@@ -217,12 +217,7 @@ class Namespace:
             if name is not None and (involved.get("kind") != KIND or involved.get("name") != name):
                 continue
             found.append(raw)
-        found.sort(
-            key=lambda e: (
-                e.get("firstTimestamp") or e.get("eventTime") or "",
-                e["metadata"]["name"],
-            )
-        )
+        found.sort(key=_event_order)
         return found
 
     def event_reasons(self, name: str) -> list[tuple[str, str]]:
@@ -276,6 +271,13 @@ class Namespace:
 
         what = f"phase {phase}" + (f" with reason {reason}" if reason else "")
         return self.wait_for(name, reached, what=what, **kwargs)
+
+
+def _event_order(event: Mapping[str, Any]) -> tuple[str, int]:
+    """Oldest first: timestamps have one-second resolution, resourceVersions break the ties."""
+    when = event.get("firstTimestamp") or event.get("eventTime") or ""
+    version = str((event.get("metadata") or {}).get("resourceVersion") or "")
+    return str(when), int(version) if version.isdigit() else 0
 
 
 def condition(status: Mapping[str, Any], kind: str) -> dict[str, Any] | None:

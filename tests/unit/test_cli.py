@@ -97,3 +97,23 @@ def test_crd_command_prints_the_crd(capsys: pytest.CaptureFixture[str]) -> None:
             Path(__file__).parents[2] / "crds" / "warehouseconnections.warehouse-operator.io.yaml"
         ).read_text()
     )
+
+
+@pytest.mark.parametrize(
+    ("user", "needed"),
+    [
+        ({"token": "abc"}, False),
+        ({"client-certificate-data": "x", "client-key-data": "y"}, False),
+        ({"exec": {"command": "aws", "apiVersion": "client.authentication.k8s.io/v1beta1"}}, True),
+        ({"auth-provider": {"name": "oidc"}}, True),
+    ],
+)
+def test_client_library_only_for_plugin_logins(
+    tmp_path: Path, user: dict[str, object], needed: bool
+) -> None:
+    from warehouse_operator.cli import _kubeconfig_needs_client_library
+
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump({"users": [{"name": "u", "user": user}]}))
+    assert _kubeconfig_needs_client_library({"KUBECONFIG": str(path)}) is needed
+    assert _kubeconfig_needs_client_library({"KUBECONFIG": str(tmp_path / "missing")}) is False

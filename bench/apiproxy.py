@@ -78,9 +78,12 @@ class Proxy:
                 if key.lower() not in _HOP:
                     response.headers[key] = value
             await response.prepare(request)
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
-            await response.write_eof()
+            try:
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+            except (ConnectionResetError, aiohttp.ClientError):
+                pass  # the client went away (a watch it stopped): nothing to deliver
             return response
 
 

@@ -631,7 +631,7 @@ class Bench:
             await self.kube_direct.delete_namespace(ns)
         finally:
             op.stop()
-        self.results["memory_rss_mb"] = out
+        self.results["memory"] = {"rss_mb": out}
 
     async def isolation(self, n: int) -> None:
         silent = SilentServer()

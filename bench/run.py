@@ -234,7 +234,9 @@ class Operator:
                 await self.metrics(session)
                 return
             except aiohttp.ClientError:
-                if time.monotonic() > deadline or (self.process is not None and self.process.poll() is not None):
+                if time.monotonic() > deadline or (
+                    self.process is not None and self.process.poll() is not None
+                ):
                     raise
                 await asyncio.sleep(0.2)
 
@@ -337,7 +339,11 @@ class Bench:
 
     def peer_cpu(self) -> dict[str, float | None]:
         """CPU seconds used so far by the other processes on this machine's two cores."""
-        emulator = self.api_server._process.pid if self.api_server is not None and self.api_server._process else None
+        emulator = (
+            self.api_server._process.pid
+            if self.api_server is not None and self.api_server._process
+            else None
+        )
         return {
             "api_emulator": cpu_seconds_of(emulator),
             "api_proxy": cpu_seconds_of(self.proxy.pid if self.proxy is not None else None),
@@ -382,7 +388,9 @@ class Bench:
         await self.kube_direct.create_secret(ns, "pg", self.pg.secret_data())
         return ns
 
-    async def wait_all(self, ns: str, names: set[str], predicate: Callable[[dict[str, Any]], bool], timeout: float) -> float:
+    async def wait_all(
+        self, ns: str, names: set[str], predicate: Callable[[dict[str, Any]], bool], timeout: float
+    ) -> float:
         """Until every named object satisfies ``predicate``, watching (not polling) the namespace."""
         started = time.monotonic()
         done: set[str] = set()
@@ -402,7 +410,9 @@ class Bench:
         try:
             await asyncio.wait_for(watch(), timeout)
         except TimeoutError:
-            raise TimeoutError(f"{len(names) - len(done)} of {len(names)} objects in {ns} not done within {timeout}s") from None
+            raise TimeoutError(
+                f"{len(names) - len(done)} of {len(names)} objects in {ns} not done within {timeout}s"
+            ) from None
         return time.monotonic() - started
 
     async def timed_creations(
@@ -521,7 +531,10 @@ class Bench:
                     "tests_per_s": round(tests / total, 1),
                     "concurrency_limit": concurrency,
                     "operator_cpu_s": round(op.cpu_seconds() - cpu0, 2),
-                    "peer_cpu_s": {k: round(v - (peers0[k] or 0), 2) if v is not None else None for k, v in self.peer_cpu().items()},
+                    "peer_cpu_s": {
+                        k: round(v - (peers0[k] or 0), 2) if v is not None else None
+                        for k, v in self.peer_cpu().items()
+                    },
                 }
                 await self.kube_direct.delete_namespace(ns)
             finally:
@@ -628,6 +641,18 @@ class Bench:
             )
             await asyncio.sleep(5)
             out[f"{have}+{secrets}x{secret_kb}KB secrets"] = op.rss_mb()
+            # the same, for an operator that starts with all of it already there (its first
+            # list of Secrets carries every one of them)
+            op.stop()
+            op = await self.operator()
+            await self.wait_all(
+                ns,
+                {f"m-{i}" for i in range(have)},
+                lambda o: bool((o.get("status") or {}).get("phase")),
+                timeout=600,
+            )
+            await asyncio.sleep(5)
+            out[f"{have}+{secrets}x{secret_kb}KB secrets, after a restart"] = op.rss_mb()
             await self.kube_direct.delete_namespace(ns)
         finally:
             op.stop()
@@ -808,6 +833,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steady-n", type=int, default=1000)
     parser.add_argument("--steady-interval", default="10s")
     parser.add_argument("--window", type=float, default=30.0)
+    parser.add_argument("--memory-sizes", default="1000,10000")
     parser.add_argument("--secrets", type=int, default=2000)
     parser.add_argument("--restart-n", type=int, default=5000)
     parser.add_argument("--startup-spread", default="30s")

@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from google.api_core import exceptions as core
 from google.auth import exceptions as auth
-from tests.support.bigquery_keys import ServiceAccount, new_service_account
 
+from tests.support.bigquery_keys import ServiceAccount, new_service_account
 from warehouse_operator.models import Reason, parse_spec
 from warehouse_operator.providers.base import ProbeFailure
 from warehouse_operator.providers.bigquery import (

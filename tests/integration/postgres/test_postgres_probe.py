@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import pytest
+
 from tests.support.pgserver import (
     CertificateAuthority,
     PostgresServer,
@@ -15,7 +16,6 @@ from tests.support.pgserver import (
     short_version,
     unused_port,
 )
-
 from warehouse_operator.models import CheckResult, ProbeResult, Reason
 from warehouse_operator.probe import run_test
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from tests.support.snowflake_emulator import fakesnow_server
 from tests.support.snowflake_front import StrictSnowflakeFront
 from tests.support.snowflake_testbed import PASSPHRASE, KeyMaterial, make_account, make_key

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.support.snowflake_emulator import (
     refused_port,
     self_signed_tls_listener,
@@ -27,7 +28,6 @@ from tests.support.snowflake_testbed import (
     PASSWORD_USER,
     KeyMaterial,
 )
-
 from warehouse_operator.models import CheckResult, ProbeResult, Reason
 from warehouse_operator.probe import run_test
 from warehouse_operator.providers import snowflake as snowflake_provider

@@ -91,6 +91,26 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         settings.peering.standalone = True
         conf = runtime.settings
         runtime.client = KubeClient(lambda: _login(runtime, settings))
+        # what can fail comes first, and fails for good: a retried startup would start twice
+        try:
+            timings = leader.LeaderTimings.from_environ(os.environ)
+            if conf.webhook_port:
+                runtime.webhook = webhooks.WebhookServer(
+                    webhooks.Admission(
+                        runtime.client,
+                        in_use_kinds=runtime.in_use_kinds,
+                        one_connection_per_namespace=conf.one_connection_per_namespace,
+                    ),
+                    port=conf.webhook_port,
+                    cert_dir=conf.webhook_cert_dir,
+                    self_signed=None
+                    if conf.webhook_cert_dir
+                    else webhooks.SelfSignedOptions.from_environ(pod_namespace(), os.environ),
+                    api=runtime.client,
+                )
+                await runtime.webhook.start()
+        except Exception as exc:
+            raise kopf.PermanentError(f"cannot start: {exc}") from exc
         runtime.scheduler = Scheduler(
             runtime.client,
             max_concurrent=conf.max_concurrent_tests,
@@ -108,26 +128,11 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
                 namespace=conf.leader_election_namespace or pod_namespace(),
                 name=conf.leader_election_lease,
                 identity=leader.make_identity(os.environ.get("HOSTNAME")),
-                timings=leader.LeaderTimings.from_environ(os.environ),
+                timings=timings,
                 on_started_leading=runtime.started_leading,
                 on_stopped_leading=runtime.stopped_leading,
             )
             runtime.elector.start()
-        if conf.webhook_port:
-            runtime.webhook = webhooks.WebhookServer(
-                webhooks.Admission(
-                    runtime.client,
-                    in_use_kinds=runtime.in_use_kinds,
-                    one_connection_per_namespace=conf.one_connection_per_namespace,
-                ),
-                port=conf.webhook_port,
-                cert_dir=conf.webhook_cert_dir,
-                self_signed=None
-                if conf.webhook_cert_dir
-                else webhooks.SelfSignedOptions.from_environ(pod_namespace(), os.environ),
-                api=runtime.client,
-            )
-            await runtime.webhook.start()
         await _start_servers(runtime)
         runtime.ready = True
 

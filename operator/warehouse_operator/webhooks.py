@@ -228,9 +228,15 @@ class Admission:
         return await list_users(self.api, self.in_use_kinds, namespace, name, LOOKUP_TIMEOUT)
 
     async def namespace_terminating(self, namespace: str) -> bool:
-        body = await self.api.get_object(
-            f"/api/v1/namespaces/{namespace}", timeout=LOOKUP_TIMEOUT, retries=1
-        )
+        """Whether the namespace is being deleted; False when that cannot be read (the
+        refusal then stands: the users are known)."""
+        try:
+            body = await self.api.get_object(
+                f"/api/v1/namespaces/{namespace}", timeout=LOOKUP_TIMEOUT, retries=1
+            )
+        except Exception as exc:
+            logger.debug("namespace %s could not be read: %s", namespace, type(exc).__name__)
+            return False
         if not isinstance(body, Mapping):
             return True  # gone already
         meta, status = body.get("metadata") or {}, body.get("status") or {}

@@ -114,7 +114,7 @@ async def test_leader_steps_down_within_the_renew_deadline_when_the_api_is_gone(
     finally:
         kubeapi.start()
     # it stops testing before anyone else could take the lease (renew deadline < lease duration)
-    assert stepped_down <= TIMINGS.renew_deadline + 0.5
+    assert stepped_down <= TIMINGS.renew_deadline + 0.9
     assert stepped_down < TIMINGS.lease_duration
     # and leads again once the API is back (the Lease still names it)
     await _until(a.active.is_set, 10)
@@ -139,7 +139,7 @@ async def test_leader_stops_at_once_when_another_holder_takes_the_lease(
     stolen = time.monotonic()
     await _until(lambda: not a.active.is_set(), 5)
     lost_after = time.monotonic() - stolen
-    assert lost_after <= TIMINGS.retry_period + 0.5
+    assert lost_after <= TIMINGS.retry_period + 1.0
     assert a.elector.is_leader is False
 
     # and it does not take the lease back while the intruder's is valid
@@ -164,7 +164,7 @@ async def test_release_hands_over_within_a_retry_period(
     await a.elector.stop()
     assert not a.active.is_set()
     await _until(b.active.is_set, 5)
-    assert time.monotonic() - released <= TIMINGS.retry_period * 1.2 + 0.5
+    assert time.monotonic() - released <= TIMINGS.retry_period * 1.2 + 1.0
     lease = await api.get_object(b.elector.path)
     assert lease["spec"]["holderIdentity"] == b.elector.identity
     assert lease["spec"]["leaseTransitions"] == 1

@@ -7,11 +7,13 @@ from __future__ import annotations
 import base64
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client as k8s
 
 from tests.support.kube_cluster import Kube, Namespace
+from tests.support.kube_operator import OperatorProcess
 from tests.support.pgserver import PostgresServer, unused_port
 
 from .conftest import (
@@ -284,3 +286,27 @@ def test_a_restarted_operator_never_drops_protection_before_it_knows_the_users(
 
     relabel_deployment(kube, ns.name, "api", "something-else")
     wait_until(lambda: not ns.connection_exists("used"), 10, "the connection deleted")
+
+
+def test_a_webhook_without_its_certificate_stops_the_operator_at_once(
+    kubeconfig: Path, ns: Namespace, tmp_path: Path
+) -> None:
+    process = OperatorProcess(
+        kubeconfig=kubeconfig,
+        namespaces=[ns.name],
+        log_file=tmp_path / "operator.log",
+        extra_args=[
+            "--webhook-port",
+            str(unused_port()),
+            "--webhook-cert-dir",
+            str(tmp_path / "none"),
+        ],
+    )
+    process.start()
+    try:
+        wait_until(lambda: not process.running, 20, "the operator exiting")
+        assert process.returncode() not in (0, None)
+        assert "cannot start" in process.log_text()
+        assert "tls.crt" in process.log_text()
+    finally:
+        process.stop()

@@ -442,3 +442,21 @@ async def test_self_signed_ca_rotation_keeps_the_old_ca_in_the_bundle(
 def test_in_use_kinds_default_to_the_workload_kinds() -> None:
     assert [str(k) for k in KINDS] == list(DEFAULT_IN_USE_KINDS)
     assert KINDS[0] == InUseKind("apps", "v1", "deployments")
+
+
+async def test_a_namespace_being_deleted_never_waits_for_the_webhook(
+    kube: Kube, ns: Namespace, api: KubeClient, dir_server: tuple[WebhookServer, DirServer]
+) -> None:
+    _, files = dir_server
+    used = ns.create_connection("warehouse", unreachable_connection())
+    create_workload(kube, ns.name, "Deployment", "api", "warehouse")
+    body = admission_review("DELETE", ns.name, "warehouse", old=used)
+    answer = await review(files.port, body, files.ca.cert_pem, files.name)
+    assert answer["status"]["code"] == 409
+
+    # what a real API server shows while the namespace controller empties the namespace
+    await api.patch_object(
+        f"/api/v1/namespaces/{ns.name}/status", {"status": {"phase": "Terminating"}}
+    )
+    answer = await review(files.port, body, files.ca.cert_pem, files.name)
+    assert answer["allowed"] is True

@@ -69,7 +69,7 @@ def test_metadata_generation_and_status_subresource(ns: Namespace) -> None:
     # status writes go through the subresource and change neither spec nor generation
     written = _patch_status(ns, "c", {"status": {"phase": "Connected"}, "spec": {"suspend": True}})
     assert written["status"]["phase"] == "Connected"
-    assert "suspend" not in written["spec"]
+    assert written["spec"]["suspend"] is False  # the schema default, unchanged
     assert written["metadata"]["generation"] == 1
     assert int(written["metadata"]["resourceVersion"]) > int(meta["resourceVersion"])
 
@@ -167,3 +167,41 @@ def test_emulator_restart_keeps_objects(kube_target: KubeTarget, ns: Namespace) 
     assert again["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
     later = ns.annotate("c", "example.com/a", "1")
     assert int(later["metadata"]["resourceVersion"]) > int(created["metadata"]["resourceVersion"])
+
+
+def test_schema_defaults_and_pruning(ns: Namespace) -> None:
+    created = ns.create_connection("c", _spec(unknownField="dropped"))
+    spec = created["spec"]
+    assert "unknownField" not in spec
+    assert spec["postgres"]["sslMode"] == "prefer"
+    assert spec["testTimeout"] == "10s"
+    assert spec["suspend"] is False
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        (_spec(postgres=None), "postgres"),  # CEL: spec.postgres is required for postgres
+        (_spec(postgres={"host": "db", "port": 70000, "database": "x"}), "65535"),
+        (_spec(testInterval="5 minutes"), "testInterval"),
+        (_spec(provider="oracle"), "provider"),
+    ],
+)
+def test_invalid_specs_are_rejected(ns: Namespace, spec: dict[str, Any], fragment: str) -> None:
+    spec = {k: v for k, v in spec.items() if v is not None}
+    with pytest.raises(ApiException) as info:
+        ns.create_connection("c", spec)
+    assert info.value.status == 422
+    assert fragment in str(info.value.body)
+    assert not ns.connection_exists("c")
+
+
+def test_invalid_updates_are_rejected_status_included(ns: Namespace) -> None:
+    ns.create_connection("c", _spec())
+    with pytest.raises(ApiException) as info:
+        ns.patch_spec("c", {"postgres": {"port": 0}})
+    assert info.value.status == 422
+    with pytest.raises(ApiException) as info:
+        _patch_status(ns, "c", {"status": {"phase": "Unknown"}})
+    assert info.value.status == 422
+    assert ns.get_connection("c")["metadata"]["generation"] == 1

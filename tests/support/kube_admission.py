@@ -1,0 +1,174 @@
+"""What an API server does with a custom resource before storing it, from its CRD's schema.
+
+In the order a real server applies them: unknown fields are pruned, schema defaults are filled
+in, then the object is validated against the OpenAPI schema (types, enums, patterns, bounds,
+required fields) and its CEL rules (``x-kubernetes-validations``; transition rules that use
+``oldSelf`` only on updates). Used by the API emulator; a rejection becomes HTTP 422 Invalid.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+import celpy
+import jsonschema
+from celpy.adapter import json_to_cel
+from celpy.celtypes import BoolType
+from celpy.evaluation import CELEvalError
+
+Schema = dict[str, Any]
+_ROOT_FIELDS = ("apiVersion", "kind", "metadata")
+
+
+class Rejected(Exception):
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+def prune(schema: Schema, value: Any, *, root: bool = False) -> Any:
+    """Drop the fields the schema does not know (what a structural CRD gets by default)."""
+    if isinstance(value, dict):
+        properties = schema.get("properties") or {}
+        extra = schema.get("additionalProperties")
+        keep_unknown = bool(schema.get("x-kubernetes-preserve-unknown-fields")) or extra is True
+        result: dict[str, Any] = {}
+        for key, item in value.items():
+            if root and key in _ROOT_FIELDS:
+                result[key] = item
+            elif key in properties:
+                result[key] = prune(properties[key], item)
+            elif isinstance(extra, dict):
+                result[key] = prune(extra, item)
+            elif keep_unknown:
+                result[key] = item
+        return result
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [prune(schema["items"], item) for item in value]
+    return value
+
+
+def apply_defaults(schema: Schema, value: Any) -> Any:
+    if isinstance(value, dict):
+        result = dict(value)
+        for name, child in (schema.get("properties") or {}).items():
+            if name not in result and "default" in child:
+                result[name] = copy.deepcopy(child["default"])
+            if name in result:
+                result[name] = apply_defaults(child, result[name])
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for name in list(result):
+                result[name] = apply_defaults(extra, result[name])
+        return result
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [apply_defaults(schema["items"], item) for item in value]
+    return value
+
+
+def _json_schema(schema: Schema) -> Schema:
+    out: Schema = {}
+    for key, value in schema.items():
+        if key.startswith("x-kubernetes-") or key == "nullable":
+            continue
+        if key == "properties":
+            out[key] = {name: _json_schema(child) for name, child in value.items()}
+        elif key in ("items", "additionalProperties") and isinstance(value, dict):
+            out[key] = _json_schema(value)
+        elif key in ("allOf", "anyOf", "oneOf"):
+            out[key] = [_json_schema(child) for child in value]
+        elif key == "not" and isinstance(value, dict):
+            out[key] = _json_schema(value)
+        else:
+            out[key] = value
+    return out
+
+
+@cache
+def _cel(rule: str) -> Any:
+    env = celpy.Environment()
+    return env.program(env.compile(rule))
+
+
+def _cel_errors(schema: Schema, value: Any, old: Any, path: str) -> list[str]:
+    errors: list[str] = []
+    for rule in schema.get("x-kubernetes-validations") or []:
+        text = rule["rule"]
+        context = {"self": json_to_cel(value)}
+        if "oldSelf" in text:
+            if old is None:
+                continue  # a transition rule: only checked when there is an old value
+            context["oldSelf"] = json_to_cel(old)
+        message = rule.get("message") or f"failed rule: {text}"
+        try:
+            verdict = _cel(text).evaluate(context)
+        except CELEvalError as exc:
+            errors.append(
+                f"{path or '<root>'}: Invalid value: {message} (evaluation error: {exc.args[0]})"
+            )
+            continue
+        if not (isinstance(verdict, BoolType) and bool(verdict)):
+            errors.append(f"{path or '<root>'}: Invalid value: {message}")
+    if isinstance(value, dict):
+        old_map = old if isinstance(old, dict) else {}
+        for name, child in (schema.get("properties") or {}).items():
+            if name in value:
+                errors += _cel_errors(
+                    child, value[name], old_map.get(name), f"{path}.{name}".lstrip(".")
+                )
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for name, item in value.items():
+                errors += _cel_errors(extra, item, old_map.get(name), f"{path}.{name}".lstrip("."))
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for index, item in enumerate(value):
+            errors += _cel_errors(schema["items"], item, None, f"{path}[{index}]")
+    return errors
+
+
+class SchemaAdmission:
+    """The schemas of the CRDs an API server has been given, by ``group/version/plural``."""
+
+    def __init__(self) -> None:
+        self._schemas: dict[str, tuple[str, Schema]] = {}
+
+    def register(self, crd: Mapping[str, Any]) -> None:
+        spec = crd.get("spec") or {}
+        group, plural = spec.get("group"), (spec.get("names") or {}).get("plural")
+        kind = (spec.get("names") or {}).get("kind", "")
+        for version in spec.get("versions") or []:
+            schema = (version.get("schema") or {}).get("openAPIV3Schema")
+            if group and plural and isinstance(schema, dict):
+                self._schemas[f"{group}/{version['name']}/{plural}"] = (f"{kind}.{group}", schema)
+
+    def knows(self, resource: str) -> bool:
+        return resource in self._schemas
+
+    def admit(
+        self, resource: str, obj: Mapping[str, Any], old: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        """The object as it would be stored (pruned, defaulted); Rejected if invalid."""
+        if resource not in self._schemas:
+            return dict(obj)
+        kind, schema = self._schemas[resource]
+        stored: dict[str, Any] = apply_defaults(schema, prune(schema, dict(obj), root=True))
+        checked = {k: v for k, v in stored.items() if k not in _ROOT_FIELDS}
+        root_schema = dict(schema)
+        root_schema["properties"] = {
+            k: v for k, v in (schema.get("properties") or {}).items() if k not in _ROOT_FIELDS
+        }
+        errors = [
+            ".".join(str(p) for p in error.absolute_path) + ": " + error.message
+            for error in jsonschema.Draft4Validator(_json_schema(root_schema)).iter_errors(checked)
+        ]
+        old_checked = (
+            {k: v for k, v in (old or {}).items() if k not in _ROOT_FIELDS} if old else None
+        )
+        errors += _cel_errors(root_schema, checked, old_checked, "")
+        if errors:
+            name = (stored.get("metadata") or {}).get("name", "")
+            raise Rejected([f'{kind} "{name}" is invalid: {error}' for error in errors])
+        return stored

@@ -285,7 +285,7 @@ class KubeAPIEmulator(kmock.KubernetesEmulator):
         info = RESOURCES.get(_key(resource))
         return bool(info and "status" in info.get("subresources", set()))
 
-    # -- /api/v1/namespaces: kmock cannot parse these paths, so build the request here ------
+    # -- routing ------------------------------------------------------------------------------
 
     # kmock keeps every request it served and routes each new one by filtering all of them:
     # the cost of a request grows with the number served before it. A server that runs for a
@@ -303,6 +303,7 @@ class KubeAPIEmulator(kmock.KubernetesEmulator):
             self._forget_request(raw_request)
 
     async def _serve_raw(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        # /api/v1/namespaces[/NAME]: kmock cannot parse these paths, so the request is built here
         match = _NAMESPACE_PATH.match(raw_request.path)
         if match is None:
             return await super().__call__(raw_request)

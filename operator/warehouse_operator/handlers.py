@@ -45,13 +45,13 @@ class Runtime:
 
     def started_leading(self) -> None:
         if self.scheduler is not None:
-            self.scheduler.active.set()
+            self.scheduler.resume()
         if self.in_use is not None:
             self.in_use.start_leading()
 
     def stopped_leading(self) -> None:
         if self.scheduler is not None:
-            self.scheduler.active.clear()
+            self.scheduler.pause()
         if self.in_use is not None:
             self.in_use.stop_leading()
 

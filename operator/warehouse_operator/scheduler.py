@@ -178,6 +178,7 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._pending_writes = asyncio.Semaphore(8)
+        self._running: dict[Key, asyncio.Task[None]] = {}
         self.active = asyncio.Event()  # set while this replica may test (leader)
         self.running_tests = 0
         self.peak_running_tests = 0
@@ -191,6 +192,17 @@ class Scheduler:
         self._tasks.append(asyncio.create_task(self._dispatch(), name="whc-dispatcher"))
         for i in range(self.max_concurrent):
             self._tasks.append(asyncio.create_task(self._work(), name=f"whc-worker-{i}"))
+
+    def resume(self) -> None:
+        """Start testing (this replica leads)."""
+        self.active.set()
+
+    def pause(self) -> None:
+        """Stop testing at once (the lease is lost): running tests are cancelled, unwritten,
+        and queued again for whenever this replica leads again."""
+        self.active.clear()
+        for task in list(self._running.values()):
+            task.cancel()
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -260,6 +272,13 @@ class Scheduler:
                 self._enqueue(t, URGENT)
             return
 
+        if not self.active.is_set():
+            # a follower writes nothing: what the leader wrote is the truth it must take over
+            status = body.get("status")
+            if isinstance(status, Mapping):
+                t.status = dict(status)
+                t.handled_request = _str_or_none(status.get("lastHandledTestRequest"))
+                t.failures = _int_or_zero(status.get("consecutiveFailures"))
         changed = spec_hash != t.spec_hash
         requested = (
             request is not None and request != t.handled_request and request != t.test_request
@@ -412,9 +431,16 @@ class Scheduler:
             self.running_tests += 1
             metrics.TESTS_IN_PROGRESS.inc()
             self.peak_running_tests = max(self.peak_running_tests, self.running_tests)
+            task = asyncio.create_task(self._test(t))
+            self._running[t.key] = task
             try:
-                await self._test(t)
+                await asyncio.wait({task})  # the worker's own cancellation reaches it below
+                if task.cancelled():
+                    t.rerun = True  # paused mid-test: nothing was written, test again later
+                else:
+                    task.result()
             except asyncio.CancelledError:
+                task.cancel()
                 raise
             except Exception:
                 # never lose a connection to a bug or an API outage: try again later
@@ -422,6 +448,7 @@ class Scheduler:
                 if self.tracked.get(t.key) is t:
                     self._schedule_in(t, jittered(BACKOFF_BASE))
             finally:
+                self._running.pop(t.key, None)
                 self.running_tests -= 1
                 metrics.TESTS_IN_PROGRESS.dec()
                 t.running = False

@@ -65,6 +65,14 @@ def _old_conditions(old: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [c for c in conds if isinstance(c, Mapping)] if isinstance(conds, list) else []
 
 
+OWN_CONDITIONS = frozenset({"Ready", "Reconciling", "Stalled"})
+
+
+def _foreign(conds: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Conditions this module does not own (e.g. ``DeletionBlocked``): kept as they are."""
+    return [dict(c) for c in conds if c.get("type") not in OWN_CONDITIONS]
+
+
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
@@ -134,6 +142,7 @@ def compute_status(
             now,
         ),
     ]
+    status["conditions"] += _foreign(conds)
 
     events: list[Event] = []
     if ok and old_phase != Phase.CONNECTED.value:

@@ -354,3 +354,61 @@ async def test_a_silent_backend_cannot_take_every_worker() -> None:
         silent.close()
         for writer in held:
             writer.close()
+
+
+async def test_pause_cancels_running_tests_unwritten_and_resume_retests() -> None:
+    held: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    silent = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    api = RecordingApi()
+    api.secrets[("ns", "db")] = {"username": b64("app"), "password": b64("pw")}
+    s = Scheduler(api, max_concurrent=2, policy=EgressPolicy.from_cidrs([], []))
+    s.start()
+    try:
+        slow = body("a", port=port)
+        slow["spec"]["testTimeout"] = "1s"
+        s.observe(slow, "ADDED")
+        await settle(0.3)
+        assert s.running_tests == 1
+        s.pause()  # the lease is lost mid-test
+        await settle(1.2)
+        assert api.patches == []  # nothing written after losing the lease
+        s.resume()
+        await settle(1.5)
+        assert api.reasons("a") == ["Timeout"]
+    finally:
+        await s.stop()
+        silent.close()
+        for writer in held:
+            writer.close()
+
+
+async def test_a_follower_takes_over_the_leaders_status() -> None:
+    api = RecordingApi()
+    s = Scheduler(api, max_concurrent=2, policy=DENY_LOOPBACK)
+    s.start(active=False)
+    try:
+        s.observe(body("a"), "ADDED")
+        leader_status = {
+            "phase": "Failed",
+            "reason": "SecretNotFound",
+            "lastTestedAt": "2026-01-01T00:00:00Z",
+            "consecutiveFailures": 3,
+            "observedGeneration": 1,
+            "lastHandledTestRequest": "r1",
+        }
+        s.observe(body("a", status=leader_status), "MODIFIED")
+        await settle()
+        assert api.patches == []
+        s.resume()
+        await settle()
+        # the new leader's first result continues the leader's story: no repeated Warning
+        assert api.events == []
+        assert api.patches[-1][2]["consecutiveFailures"] == 4
+        assert api.patches[-1][2]["lastHandledTestRequest"] == "r1"
+    finally:
+        await s.stop()

@@ -122,3 +122,23 @@ def test_pending_status_makes_gitops_tools_wait() -> None:
     assert cond(status, "Ready")["status"] == "False"
     assert cond(status, "Stalled")["status"] == "False"
     assert status["observedGeneration"] == 1
+
+
+def test_conditions_of_others_are_kept() -> None:
+    blocked = {
+        "type": "DeletionBlocked",
+        "status": "True",
+        "reason": "InUse",
+        "message": "in use by deployment/api",
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }
+    first, _ = compute_status(
+        {"conditions": [blocked]}, OK, generation=1, now=T0, test_request=None
+    )
+    assert cond(first, "DeletionBlocked") == blocked
+    assert [c["type"] for c in first["conditions"]] == [
+        "Ready",
+        "Reconciling",
+        "Stalled",
+        "DeletionBlocked",
+    ]

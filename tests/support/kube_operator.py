@@ -18,6 +18,18 @@ from types import TracebackType
 from typing import Self
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a child before exec: get SIGTERM when the test process dies, so that a killed test
+    run leaves no server or operator behind (Linux; elsewhere nothing happens). The signal
+    comes when the *thread* that started the child ends: start children from the main thread."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def operator_command() -> list[str]:
@@ -84,6 +96,7 @@ class OperatorProcess:
                 cwd=REPO_ROOT,
                 env=env,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         return self
 

@@ -66,6 +66,7 @@ import kmock
 import yaml
 
 from tests.support.kube_admission import Rejected, SchemaAdmission
+from tests.support.kube_operator import die_with_parent
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO_ROOT / "crds"
@@ -785,6 +786,7 @@ class KubeAPIServer:
                 cwd=REPO_ROOT,
                 env=env,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         finally:
             log.close()

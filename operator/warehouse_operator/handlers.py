@@ -93,7 +93,11 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
         runtime.client = KubeClient(lambda: _login(runtime, settings))
         # what can fail comes first, and fails for good: a retried startup would start twice
         try:
-            timings = leader.LeaderTimings.from_environ(os.environ)
+            timings = leader.LeaderTimings(
+                lease_duration=conf.leader_election_lease_duration,
+                renew_deadline=conf.leader_election_renew_deadline,
+                retry_period=conf.leader_election_retry_period,
+            )
             if conf.webhook_port:
                 runtime.webhook = webhooks.WebhookServer(
                     webhooks.Admission(
@@ -105,7 +109,12 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
                     cert_dir=conf.webhook_cert_dir,
                     self_signed=None
                     if conf.webhook_cert_dir
-                    else webhooks.SelfSignedOptions.from_environ(pod_namespace(), os.environ),
+                    else webhooks.SelfSignedOptions(
+                        namespace=pod_namespace(),
+                        service=conf.webhook_service_name,
+                        secret_name=conf.webhook_secret_name,
+                        webhook_config=conf.webhook_config_name,
+                    ),
                     api=runtime.client,
                 )
                 await runtime.webhook.start()

@@ -73,28 +73,6 @@ class LeaderTimings:
         if self.retry_period <= 0:
             raise ValueError("the retry period must be positive")
 
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> LeaderTimings:
-        """Seconds from WHC_LEADER_ELECTION_LEASE_DURATION / _RENEW_DEADLINE / _RETRY_PERIOD."""
-        defaults = cls()
-
-        def seconds(name: str, default: float) -> float:
-            raw = environ.get(f"WHC_LEADER_ELECTION_{name}", "").strip()
-            if not raw:
-                return default
-            try:
-                return float(raw.removesuffix("s"))
-            except ValueError:
-                raise ValueError(
-                    f"WHC_LEADER_ELECTION_{name}: not a number of seconds: {raw!r}"
-                ) from None
-
-        return cls(
-            lease_duration=seconds("LEASE_DURATION", defaults.lease_duration),
-            renew_deadline=seconds("RENEW_DEADLINE", defaults.renew_deadline),
-            retry_period=seconds("RETRY_PERIOD", defaults.retry_period),
-        )
-
 
 class LeaseApi(Protocol):
     """What the elector needs from the Kubernetes API (see kube.KubeClient).

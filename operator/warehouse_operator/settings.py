@@ -36,8 +36,14 @@ class Settings:
     leader_elect: bool = False
     leader_election_namespace: str = ""
     leader_election_lease: str = "warehouse-operator"
+    leader_election_lease_duration: float = 15.0
+    leader_election_renew_deadline: float = 10.0
+    leader_election_retry_period: float = 2.0
     webhook_port: int = 0  # 0: the webhook server is off
     webhook_cert_dir: str = ""
+    webhook_service_name: str = "warehouse-operator-webhook"
+    webhook_secret_name: str = "warehouse-operator-webhook-tls"  # noqa: S105  (a name)
+    webhook_config_name: str = "warehouse-operator"
     one_connection_per_namespace: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -171,6 +177,27 @@ _OPTIONS: Sequence[tuple[str, str, Callable[[str], Any], object, str]] = (
         "name of the Lease",
     ),
     (
+        "--leader-election-lease-duration",
+        "WHC_LEADER_ELECTION_LEASE_DURATION",
+        _duration,
+        15.0,
+        "how long a leader's lease lasts without renewal (default 15s)",
+    ),
+    (
+        "--leader-election-renew-deadline",
+        "WHC_LEADER_ELECTION_RENEW_DEADLINE",
+        _duration,
+        10.0,
+        "a leader that cannot renew within this long stops testing (default 10s)",
+    ),
+    (
+        "--leader-election-retry-period",
+        "WHC_LEADER_ELECTION_RETRY_PERIOD",
+        _duration,
+        2.0,
+        "how often the lease is tried and renewed (default 2s)",
+    ),
+    (
         "--webhook-port",
         "WHC_WEBHOOK_PORT",
         _port,
@@ -183,6 +210,27 @@ _OPTIONS: Sequence[tuple[str, str, Callable[[str], Any], object, str]] = (
         str,
         "",
         "folder with tls.crt and tls.key for the webhook",
+    ),
+    (
+        "--webhook-service-name",
+        "WHC_WEBHOOK_SERVICE_NAME",
+        str,
+        "warehouse-operator-webhook",
+        "Service in front of the webhook (names in its self-managed certificate)",
+    ),
+    (
+        "--webhook-secret-name",
+        "WHC_WEBHOOK_SECRET_NAME",
+        str,
+        "warehouse-operator-webhook-tls",
+        "Secret holding the self-managed webhook certificate",
+    ),
+    (
+        "--webhook-config-name",
+        "WHC_WEBHOOK_CONFIG_NAME",
+        str,
+        "warehouse-operator",
+        "ValidatingWebhookConfiguration whose caBundle the operator keeps current",
     ),
     (
         "--one-connection-per-namespace",

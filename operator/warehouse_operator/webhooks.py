@@ -639,17 +639,6 @@ class SelfSignedOptions:
     def dns_names(self) -> list[str]:
         return service_dns_names(self.service, self.namespace) + list(self.extra_dns_names)
 
-    @classmethod
-    def from_environ(cls, namespace: str, environ: Mapping[str, str]) -> SelfSignedOptions:
-        """Names from WHC_WEBHOOK_SERVICE_NAME, WHC_WEBHOOK_SECRET_NAME, WHC_WEBHOOK_CONFIG_NAME."""
-        defaults = cls(namespace=namespace)
-        return cls(
-            namespace=namespace,
-            service=environ.get("WHC_WEBHOOK_SERVICE_NAME") or defaults.service,
-            secret_name=environ.get("WHC_WEBHOOK_SECRET_NAME") or defaults.secret_name,
-            webhook_config=environ.get("WHC_WEBHOOK_CONFIG_NAME") or defaults.webhook_config,
-        )
-
 
 class SelfSignedCertificates:
     """A CA and serving certificate of our own, shared by the replicas through a Secret."""

@@ -34,18 +34,6 @@ def test_inconsistent_timings_are_refused(lease: float, renew: float, retry: flo
         LeaderTimings(lease, renew, retry)
 
 
-def test_timings_from_the_environment() -> None:
-    env = {
-        "WHC_LEADER_ELECTION_LEASE_DURATION": "4",
-        "WHC_LEADER_ELECTION_RENEW_DEADLINE": "3s",
-        "WHC_LEADER_ELECTION_RETRY_PERIOD": "0.5",
-    }
-    assert LeaderTimings.from_environ(env) == LeaderTimings(4, 3, 0.5)
-    assert LeaderTimings.from_environ({}) == LeaderTimings()
-    with pytest.raises(ValueError, match="RETRY_PERIOD"):
-        LeaderTimings.from_environ({"WHC_LEADER_ELECTION_RETRY_PERIOD": "soon"})
-
-
 def test_identity_is_the_pod_name_and_a_random_suffix() -> None:
     first, second = make_identity("operator-7d9f-abcde"), make_identity("operator-7d9f-abcde")
     assert re.fullmatch(r"operator-7d9f-abcde_[0-9a-f]{8}", first)

@@ -63,3 +63,24 @@ def test_bad_environment_is_a_clear_error() -> None:
 def test_bad_log_format() -> None:
     with pytest.raises(SystemExit, match="log-format"):
         parse(["--log-format", "xml"])
+
+
+def test_leader_election_and_webhook_names() -> None:
+    env = {
+        "WHC_LEADER_ELECTION_LEASE_DURATION": "4s",
+        "WHC_LEADER_ELECTION_RENEW_DEADLINE": "3s",
+        "WHC_LEADER_ELECTION_RETRY_PERIOD": "500ms",
+        "WHC_WEBHOOK_SERVICE_NAME": "svc",
+    }
+    s = parse(["--webhook-secret-name", "tls"], env)
+    assert (
+        s.leader_election_lease_duration,
+        s.leader_election_renew_deadline,
+        s.leader_election_retry_period,
+    ) == (4, 3, 0.5)
+    assert (s.webhook_service_name, s.webhook_secret_name, s.webhook_config_name) == (
+        "svc",
+        "tls",
+        "warehouse-operator",
+    )
+    assert parse([]).leader_election_lease_duration == 15

@@ -107,22 +107,6 @@ def test_service_names_cover_how_the_api_server_dials() -> None:
     assert options.dns_names == [*NAMES, "localhost"]
 
 
-def test_self_signed_options_from_the_environment() -> None:
-    env = {
-        "WHC_WEBHOOK_SERVICE_NAME": "svc",
-        "WHC_WEBHOOK_SECRET_NAME": "tls",
-        "WHC_WEBHOOK_CONFIG_NAME": "cfg",
-    }
-    options = SelfSignedOptions.from_environ("ops", env)
-    assert (options.namespace, options.service, options.secret_name, options.webhook_config) == (
-        "ops",
-        "svc",
-        "tls",
-        "cfg",
-    )
-    assert SelfSignedOptions.from_environ("ops", {}) == SelfSignedOptions(namespace="ops")
-
-
 def test_serving_certificate_is_a_server_certificate_for_the_names() -> None:
     bundle = _bundle()
     cert = x509.load_pem_x509_certificate(bundle.cert_pem)

@@ -19,9 +19,9 @@ from .conftest import OperatorFactory, RunningOperator, get_lease, postgres_conn
 
 LEASE = "whc-leader-test"
 FAST_LEASE = {
-    "WHC_LEADER_ELECTION_LEASE_DURATION": "4",
-    "WHC_LEADER_ELECTION_RENEW_DEADLINE": "3",
-    "WHC_LEADER_ELECTION_RETRY_PERIOD": "0.5",
+    "WHC_LEADER_ELECTION_LEASE_DURATION": "4s",
+    "WHC_LEADER_ELECTION_RENEW_DEADLINE": "3s",
+    "WHC_LEADER_ELECTION_RETRY_PERIOD": "500ms",
 }
 TESTS = ("warehouse_connection_tests", "warehouse_connection_tests_total")
 LEADER = ("warehouse_operator_is_leader", "warehouse_operator_is_leader")

@@ -173,7 +173,7 @@ def test_a_follower_writes_nothing_until_it_leads(
     op = operators(
         [ns.name],
         args=["--leader-elect", "true", "--leader-election-namespace", ns.name],
-        env={"WHC_LEADER_ELECTION_LEASE": "whc", "WHC_LEADER_ELECTION_RETRY_PERIOD": "0.5"},
+        env={"WHC_LEADER_ELECTION_LEASE": "whc", "WHC_LEADER_ELECTION_RETRY_PERIOD": "500ms"},
     )
     ns.create_connection("used", unreachable_connection())
     create_workload(kube, ns.name, "Deployment", "api", "used")

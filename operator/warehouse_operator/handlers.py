@@ -20,7 +20,7 @@ import kopf
 from aiohttp import web
 
 from warehouse_operator import inuse, leader, metrics, webhooks
-from warehouse_operator.kube import KubeClient, pod_namespace
+from warehouse_operator.kube import KubeClient, SecretMetadataWatch, pod_namespace
 from warehouse_operator.models import GROUP, PLURAL, VERSION
 from warehouse_operator.scheduler import Scheduler
 from warehouse_operator.settings import Settings
@@ -38,6 +38,7 @@ class Runtime:
     scheduler: Scheduler | None = None
     servers: list[web.AppRunner] = field(default_factory=list)
     ready: bool = False
+    secret_watches: list[asyncio.Task[None]] = field(default_factory=list)
     in_use_kinds: tuple[inuse.InUseKind, ...] = ()
     in_use: inuse.InUseController | None = None
     elector: leader.LeaderElector | None = None
@@ -128,6 +129,16 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
             startup_spread=conf.startup_spread,
         )
         runtime.scheduler.start(active=not conf.leader_elect)
+        # Secrets: metadata only, and not through kopf (it would receive and parse every
+        # Secret's data, Helm release Secrets included); see kube.SecretMetadataWatch
+        for namespace in conf.namespaces or (None,):
+            watch = SecretMetadataWatch(
+                runtime.client,
+                namespace,
+                runtime.scheduler.secrets_listed,
+                runtime.scheduler.secret_changed,
+            )
+            runtime.secret_watches.append(asyncio.create_task(watch.run()))
         if runtime.in_use_kinds:
             runtime.in_use = inuse.InUseController(runtime.client, runtime.in_use_kinds)
             runtime.in_use.start(leading=not conf.leader_elect)
@@ -148,6 +159,9 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
     @kopf.on.cleanup(registry=registry)
     async def shutdown(**_: Any) -> None:
         runtime.ready = False
+        for task in runtime.secret_watches:
+            task.cancel()
+        await asyncio.gather(*runtime.secret_watches, return_exceptions=True)
         if runtime.webhook is not None:
             await runtime.webhook.stop()
         if runtime.scheduler is not None:
@@ -171,16 +185,6 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
             runtime.scheduler.observe(body, type)
         if runtime.in_use is not None:
             runtime.in_use.observe_connection(body, type)
-
-    @kopf.on.event("v1", "secrets", registry=registry)
-    async def secret_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-        if runtime.scheduler is None:
-            return
-        meta = body.get("metadata") or {}
-        data = None if type == "DELETED" else (body.get("data") or {})
-        runtime.scheduler.observe_secret(
-            str(meta.get("namespace", "")), str(meta.get("name", "")), data
-        )
 
     return registry
 

@@ -179,6 +179,9 @@ class Scheduler:
         self._tasks: list[asyncio.Task[None]] = []
         self._pending_writes = asyncio.Semaphore(8)
         self._running: dict[Key, asyncio.Task[None]] = {}
+        self._secret_versions: dict[Key, str] = {}  # referenced Secrets' last resourceVersion
+        self._fetching: dict[Key, bool] = {}  # Secret reads under way (True: read again after)
+        self._background: set[asyncio.Task[None]] = set()
         self.active = asyncio.Event()  # set while this replica may test (leader)
         self.running_tests = 0
         self.peak_running_tests = 0
@@ -205,9 +208,10 @@ class Scheduler:
             task.cancel()
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._background]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
 
     # --- what the watches see -------------------------------------------------------------------
@@ -320,6 +324,68 @@ class Scheduler:
                 if t is not None and not t.suspended:
                     self._enqueue(t, URGENT)
 
+    # Secrets are watched as metadata only: for a referenced Secret, a new resourceVersion
+    # means one GET of its data; the data of Secrets nobody uses never reaches the operator.
+
+    def secrets_listed(self, items: list[tuple[str, str, str]]) -> None:
+        """A complete listing of Secrets' (namespace, name, resourceVersion)."""
+        present = {(ns, name): version for ns, name, version in items}
+        for skey in list(self._refs):
+            if skey in present:
+                self._secret_version(skey, present[skey])
+            elif skey in self._secrets and self._secrets[skey] is not None:
+                self._secret_versions.pop(skey, None)
+                self.observe_secret(*skey, None)  # deleted while the watch was away
+
+    def secret_changed(self, kind: str, namespace: str, name: str, version: str) -> None:
+        skey = (namespace, name)
+        if skey not in self._refs:
+            return
+        if kind == "DELETED":
+            self._secret_versions.pop(skey, None)
+            self.observe_secret(namespace, name, None)
+        else:
+            self._secret_version(skey, version)
+
+    def _secret_version(self, skey: Key, version: str) -> None:
+        if self._secret_versions.get(skey) == version:
+            return
+        never_read = skey not in self._secrets and skey not in self._secret_versions
+        self._secret_versions[skey] = version
+        if never_read:
+            return  # the first test that needs it reads it
+        if skey in self._fetching:
+            self._fetching[skey] = True  # read it again when the read under way ends
+            return
+        self._fetching[skey] = False
+        task = asyncio.create_task(self._refetch(skey))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _refetch(self, skey: Key) -> None:
+        try:
+            while True:
+                self._fetching[skey] = False
+                try:
+                    data = await self.api.get_secret_data(*skey)
+                except Exception as exc:
+                    # forget what we had: the next test reads it afresh
+                    logger.warning(
+                        "Secret %s/%s changed but could not be read: %s", *skey, _api_failure(exc)
+                    )
+                    self._secrets.pop(skey, None)
+                    for key in list(self._refs.get(skey, ())):
+                        t = self.tracked.get(key)
+                        if t is not None and not t.suspended:
+                            self._enqueue(t, URGENT)
+                    return
+                if skey in self._refs:
+                    self.observe_secret(*skey, data)
+                if not self._fetching.get(skey):
+                    return
+        finally:
+            self._fetching.pop(skey, None)
+
     def _ref(self, t: Tracked) -> None:
         if t.secret_name:
             self._refs.setdefault((t.key[0], t.secret_name), set()).add(t.key)
@@ -334,6 +400,7 @@ class Scheduler:
             if not users:
                 del self._refs[skey]
                 self._secrets.pop(skey, None)
+                self._secret_versions.pop(skey, None)
 
     def _status_is_current(self, t: Tracked) -> bool:
         status = t.status

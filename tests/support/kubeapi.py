@@ -621,6 +621,9 @@ class KubeAPIEmulator(kmock.KubernetesEmulator):
             revision = str(self._revision)
         kind, api_version = self._list_kind(request)
         items.sort(key=lambda o: (o["metadata"].get("namespace") or "", o["metadata"]["name"]))
+        if _metadata_only(request):
+            items = [_partial(o) for o in items]
+            kind, api_version = "PartialObjectMetadata", "meta.k8s.io/v1"
         return {
             "apiVersion": api_version,
             "kind": f"{kind}List",
@@ -642,11 +645,12 @@ class KubeAPIEmulator(kmock.KubernetesEmulator):
             snapshot = self._matching(request, selector)
             revision = str(self._revision)
         kind, api_version = self._list_kind(request)
+        shape = _partial if _metadata_only(request) else (lambda obj: obj)
         try:
             async with asyncio.timeout(timeout):
                 for raw in snapshot:
                     if since is None or _rv(raw) > since:
-                        yield {"type": "ADDED", "object": raw}
+                        yield {"type": "ADDED", "object": shape(raw)}
                 if params.get("sendInitialEvents") == "true":
                     yield {
                         "type": "BOOKMARK",
@@ -670,12 +674,26 @@ class KubeAPIEmulator(kmock.KubernetesEmulator):
                     if request.name is not None and metadata.get("name") != request.name:
                         continue
                     if selector.matches(raw):
-                        yield event
+                        yield {**event, "object": shape(raw)} if event.get("object") else event
         except TimeoutError:
             return  # the server-side timeout asked for: end the stream normally
         finally:
             with contextlib.suppress(ValueError):
                 await bus.unmark(marker)
+
+
+def _metadata_only(request: Any) -> bool:
+    """``Accept: ...;as=PartialObjectMetadata[List];g=meta.k8s.io;v=v1``: metadata, no data."""
+    accept = request._raw_request.headers.get("Accept", "")
+    return "as=PartialObjectMetadata" in accept
+
+
+def _partial(obj: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "meta.k8s.io/v1",
+        "kind": "PartialObjectMetadata",
+        "metadata": obj.get("metadata", {}),
+    }
 
 
 # --- the process ---------------------------------------------------------------------------------

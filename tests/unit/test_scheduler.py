@@ -412,3 +412,50 @@ async def test_a_follower_takes_over_the_leaders_status() -> None:
         assert api.patches[-1][2]["lastHandledTestRequest"] == "r1"
     finally:
         await s.stop()
+
+
+async def test_secret_metadata_events_read_only_used_secrets_once_per_version(sched: Any) -> None:
+    s, api = sched
+    api.secrets[("ns", "db")] = {"username": b64("app"), "password": b64("pw")}
+    s.observe(body("a"), "ADDED")
+    await settle()
+    assert api.secret_reads == 1
+    # a listing at start-up and events for unrelated Secrets cost nothing
+    s.secrets_listed([("ns", "db", "10"), ("ns", "helm-release-1", "11")])
+    s.secret_changed("MODIFIED", "ns", "helm-release-1", "12")
+    await settle()
+    assert api.secret_reads == 2  # the used one's first version seen after its first read
+    assert len(api.patches) == 1  # same data: no test
+    s.secret_changed("MODIFIED", "ns", "db", "10")  # a version already seen
+    await settle()
+    assert api.secret_reads == 2
+    api.secrets[("ns", "db")] = {"username": b64("app"), "password": b64("new")}
+    s.secret_changed("MODIFIED", "ns", "db", "13")
+    await settle()
+    assert api.secret_reads == 3
+    assert len(api.patches) == 2  # new data: one test
+    s.secret_changed("DELETED", "ns", "db", "14")
+    await settle()
+    assert api.reasons("a")[-1] == "SecretNotFound"
+
+
+async def test_secret_created_after_it_was_missing(sched: Any) -> None:
+    s, api = sched
+    s.observe(body("a"), "ADDED")
+    await settle()
+    assert api.reasons("a") == ["SecretNotFound"]
+    api.secrets[("ns", "db")] = {"username": b64("app"), "password": b64("pw")}
+    s.secret_changed("ADDED", "ns", "db", "5")
+    await settle()
+    assert api.reasons("a") == ["SecretNotFound", "DestinationDenied"]
+
+
+async def test_secret_deleted_while_the_watch_was_away(sched: Any) -> None:
+    s, api = sched
+    api.secrets[("ns", "db")] = {"username": b64("app"), "password": b64("pw")}
+    s.observe(body("a"), "ADDED")
+    await settle()
+    del api.secrets[("ns", "db")]
+    s.secrets_listed([("ns", "other", "3")])  # a relisting without it
+    await settle()
+    assert api.reasons("a")[-1] == "SecretNotFound"

@@ -280,6 +280,14 @@ def postgres_cpu_seconds() -> float:
     return total
 
 
+def _tested_this_generation(obj: dict[str, Any]) -> bool:
+    status = obj.get("status") or {}
+    generation = obj.get("metadata", {}).get("generation")
+    return bool(status.get("lastTestedAt")) and (
+        generation is None or status.get("observedGeneration") == generation
+    )
+
+
 def free_port() -> int:
     import socket
 
@@ -591,7 +599,8 @@ class Bench:
                     "application/merge-patch+json",
                 ),
             )
-            await asyncio.sleep(3)
+            await self.wait_all(ns, set(names), _tested_this_generation, timeout=300)
+            await asyncio.sleep(1)
             await self.reset_counts()
             quiet = min(window, 20.0)
             await asyncio.sleep(quiet)
@@ -787,7 +796,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             ),
             (
                 "memory",
-                lambda: bench.memory([n] if n else [1000, 10000], 20 if n else args.secrets, 100),
+                lambda: bench.memory(
+                    [n] if n else [int(x) for x in args.memory_sizes.split(",")],
+                    20 if n else args.secrets,
+                    100,
+                ),
             ),
             ("isolation", lambda: bench.isolation(n or 100)),
             (

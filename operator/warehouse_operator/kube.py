@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import random
+import re
 import ssl
 import tempfile
 from collections.abc import Callable, Mapping
@@ -216,7 +217,9 @@ class KubeClient:
         )
 
     async def get_secret_data(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The Secret's ``data``; None when it does not exist."""
+        """The Secret's ``data``; None when it does not exist (or its name could not exist)."""
+        if not (is_dns_subdomain(namespace) and is_dns_subdomain(name)):
+            return None  # never a path: "../other-namespace/secrets/x" must not go anywhere
         try:
             body = await self._request(
                 "GET", f"/api/v1/namespaces/{namespace}/secrets/{name}", not_found_ok=True
@@ -363,6 +366,14 @@ def pod_namespace(environ: Mapping[str, str] | None = None) -> str:
     except OSError:
         found = ""
     return found or "default"
+
+
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def is_dns_subdomain(value: str) -> bool:
+    """A valid Kubernetes object name (RFC 1123 subdomain): safe as one URL path segment."""
+    return len(value) <= 253 and _DNS_SUBDOMAIN.fullmatch(value) is not None
 
 
 def _headers(has_body: bool, content_type: str, accept: str | None) -> dict[str, str] | None:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import re
 import socket
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -67,6 +69,8 @@ class EgressPolicy:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
+        if ip.is_unspecified:
+            return False  # 0.0.0.0 and :: are no destination: connecting there reaches this host
         if any(ip in net for net in self.denied if net.version == ip.version):
             return False
         if not self.allowed:
@@ -134,9 +138,7 @@ class Redactor:
                     candidates.add(piece.strip())
             for cand in candidates:
                 if cand:
-                    needles.add(cand)
-                    needles.add(repr(cand)[1:-1])
-                    needles.add(quote(cand, safe=""))
+                    needles.update(_echoed_forms(cand))
         self._long = sorted((n for n in needles if len(n) >= 4), key=len, reverse=True)
         self._short = sorted((n for n in needles if 0 < len(n) < 4), key=len, reverse=True)
 
@@ -147,6 +149,22 @@ class Redactor:
         for needle in self._short:
             text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(needle)}(?![A-Za-z0-9])", REDACTED, text)
         return text
+
+
+def _echoed_forms(value: str) -> set[str]:
+    """The ways a driver or server may repeat a value in an error message."""
+    forms = {
+        value,
+        repr(value)[1:-1],  # Python string escapes
+        quote(value, safe=""),  # URL encoding
+        quote(value),  # URL path encoding ('/' kept)
+        json.dumps(value)[1:-1],  # JSON, escaped
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        value.replace("\\", "\\\\").replace("'", "\\'"),  # libpq conninfo quoting
+        value.replace("'", "''"),  # SQL literal quoting
+        " ".join(value.split()),  # whitespace collapsed, as messages are
+    }
+    return {f for f in forms if f}
 
 
 def _clip(text: str) -> str:
@@ -169,7 +187,9 @@ async def run_test(
     policy = policy or EgressPolicy()
     stages = Stages()
     started = time.monotonic()
-    redact = Redactor(())
+    # every value of the Secret is redacted from everything shown, from the first message on
+    # (an invalid spec may quote a field a user filled with a Secret value)
+    redact = Redactor(SecretData("", secret_data).all_values() if secret_data else ())
     fingerprint: str | None = None
     try:
         spec = _spec_stage(raw_spec, stages)
@@ -181,12 +201,10 @@ async def run_test(
                 f"Secret {secret_name!r} was not found in the connection's namespace",
             )
         secret = SecretData(secret_name, secret_data, spec.credentials_secret_ref.keys)
-        redact = Redactor(secret.all_values())
         with stages.stage("credentials", "credentials are well-formed"):
-            try:
-                credentials = provider.parse_credentials(spec, secret)
-            except CredentialError as exc:
-                raise ProbeFailure(exc.reason, exc.message) from None
+            credentials = await _parse_credentials(
+                provider, spec, secret, spec.test_timeout_seconds
+            )
         # shown on failure too: that is when a person compares it with the server's record
         fingerprint = getattr(credentials, "public_key_fingerprint", None)
         remaining = spec.test_timeout_seconds - (time.monotonic() - started)
@@ -225,6 +243,42 @@ async def run_test(
         public_key_fingerprint=success.public_key_fingerprint or fingerprint,
         warehouse_state=success.warehouse_state,
     )
+
+
+# Parsing credentials can cost real CPU (decrypting a private key runs the key derivation its
+# owner chose): it runs off the event loop, on a few threads of its own, within the test's time.
+_CREDENTIAL_THREADS = 4
+_credential_pool = ThreadPoolExecutor(_CREDENTIAL_THREADS, thread_name_prefix="whc-credentials")
+_credential_busy = 0
+
+
+async def _parse_credentials(
+    provider: Any, spec: ConnectionSpec, secret: SecretData, timeout: float
+) -> Any:
+    global _credential_busy
+    if _credential_busy >= _CREDENTIAL_THREADS:
+        raise ProbeFailure(
+            Reason.TIMEOUT, "credentials could not be checked: every credential worker is busy"
+        )
+    loop = asyncio.get_running_loop()
+    _credential_busy += 1
+    job = loop.run_in_executor(_credential_pool, provider.parse_credentials, spec, secret)
+
+    def release(_: Any) -> None:
+        global _credential_busy
+        _credential_busy -= 1  # when the thread is really free, not when we stop waiting
+
+    job.add_done_callback(release)
+    try:
+        return await asyncio.wait_for(asyncio.shield(job), timeout=max(timeout, 0.001))
+    except CredentialError as exc:
+        raise ProbeFailure(exc.reason, exc.message) from None
+    except TimeoutError:
+        raise ProbeFailure(
+            Reason.INVALID_CREDENTIALS,
+            f"checking the credentials took longer than testTimeout ({spec.test_timeout}); "
+            "an encrypted key with a very costly key derivation?",
+        ) from None
 
 
 def _spec_stage(raw_spec: Any, stages: Stages) -> ConnectionSpec:

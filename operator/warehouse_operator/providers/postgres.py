@@ -267,6 +267,9 @@ def _classify_attempt(
         return Reason.AUTHENTICATION_FAILED, f"user {username!r} does not exist on {where}"
     if sqlstate == "42501" or "permission denied" in low:
         return Reason.PERMISSION_DENIED, f"user {username!r} may not connect: {detail}"
+    if any(s in low for s in _NOT_POSTGRES):
+        # the first bytes of a foreign service are not quoted: that would name the service
+        return Reason.PROVIDER_ERROR, f"{where} did not answer as a PostgreSQL server"
     if "does not support ssl" in low:
         return (
             Reason.TLS_ERROR,
@@ -302,12 +305,24 @@ def _classify_attempt(
             "network is unreachable",
             "host is unreachable",
             "connection reset",
+            # closed before any PostgreSQL message: the same fault as a reset, a moment later
+            "server closed the connection unexpectedly",
         )
     ):
         return Reason.UNREACHABLE, f"cannot reach {where}: {detail}"
     if sqlstate and sqlstate.startswith("08"):
         return Reason.UNREACHABLE, f"cannot reach {where}: {detail}"
     return Reason.PROVIDER_ERROR, f"PostgreSQL at {where} refused the connection: {detail}"
+
+
+# libpq's words for an answer that is not the PostgreSQL protocol
+_NOT_POSTGRES = (
+    "invalid response to ssl negotiation",
+    "expected authentication request from server",
+    "received invalid response",
+    "unexpected message from server",
+    "invalid message length",
+)
 
 
 def classify_query_error(exc: Exception) -> tuple[Reason, str]:

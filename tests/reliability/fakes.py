@@ -1,0 +1,165 @@
+"""Stand-ins for what surrounds the code under test: a recording Kubernetes API, a network audit.
+
+Neither replaces any part of the operator: the scheduler, ``run_test``, the providers and the
+drivers run as they do in production. ``RecordingApi`` sits where ``kube.KubeClient`` sits
+(the scheduler's ``Api`` protocol); ``NetworkAudit`` only watches, through Python's audit hooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypothesis import HealthCheck, Phase, settings
+
+from warehouse_operator.probe import EgressPolicy
+
+# No test in this suite sends a packet beyond 127.0.0.1: where a test needs no server, its
+# egress policy denies every address, so the most a valid spec can reach is DestinationDenied.
+DENY_ALL = EgressPolicy.from_cidrs([], ["0.0.0.0/0", "::/0"])
+
+
+def fuzz(max_examples: int, *, shrink: bool = True) -> settings:
+    """Settings of the property-based tests: no per-example deadline (examples include real
+    sockets and threads), no example database (CI starts fresh; failures print a blob)."""
+    phases = tuple(Phase) if shrink else tuple(p for p in Phase if p is not Phase.shrink)
+    return settings(
+        max_examples=max_examples,
+        phases=phases,
+        deadline=None,
+        database=None,
+        print_blob=True,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.function_scoped_fixture,
+        ],
+    )
+
+
+def b64(value: str | bytes) -> str:
+    return base64.b64encode(value.encode() if isinstance(value, str) else value).decode()
+
+
+@dataclass
+class Patch:
+    namespace: str
+    name: str
+    status: dict[str, Any]
+    at: float
+
+
+@dataclass
+class PostedEvent:
+    namespace: str
+    name: str
+    type: str
+    reason: str
+    message: str
+    at: float
+
+
+@dataclass
+class RecordingApi:
+    """The scheduler's view of Kubernetes, recording every call.
+
+    ``secrets`` maps (namespace, name) to a Secret's ``data``. Objects named in ``gone`` answer
+    status writes as deleted objects do (None).
+    """
+
+    secrets: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    gone: set[tuple[str, str]] = field(default_factory=set)
+    patches: list[Patch] = field(default_factory=list)
+    events: list[PostedEvent] = field(default_factory=list)
+    secret_reads: list[tuple[str, str]] = field(default_factory=list)
+
+    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Any:
+        if (namespace, name) in self.gone:
+            return None
+        self.patches.append(Patch(namespace, name, dict(status), time.monotonic()))
+        return {"status": dict(status)}
+
+    async def get_secret_data(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.secret_reads.append((namespace, name))
+        data = self.secrets.get((namespace, name))
+        return dict(data) if data is not None else None
+
+    async def post_event(
+        self, namespace: str, name: str, uid: str | None, type_: str, reason: str, message: str
+    ) -> None:
+        self.events.append(PostedEvent(namespace, name, type_, reason, message, time.monotonic()))
+
+    def patches_of(self, namespace: str, name: str) -> list[Patch]:
+        return [p for p in self.patches if (p.namespace, p.name) == (namespace, name)]
+
+    def written(self) -> set[tuple[str, str]]:
+        return {(p.namespace, p.name) for p in self.patches}
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.01) -> bool:
+    """Poll ``condition`` on the event loop until it holds or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        await asyncio.sleep(interval)
+    return condition()
+
+
+@dataclass(frozen=True)
+class NetworkCall:
+    event: str  # "socket.getaddrinfo" | "socket.connect"
+    target: str
+
+
+class NetworkAudit:
+    """Records name lookups and socket connects made from Python, while recording is on.
+
+    Built on ``sys.addaudithook`` (a hook cannot be removed, so one is installed per process
+    and is idle unless a ``recording()`` block is active). libpq connects from C and raises no
+    audit event; tests that use this rely on the egress check, which runs before libpq.
+    """
+
+    _instance: NetworkAudit | None = None
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active = 0
+        self.calls: list[NetworkCall] = []
+        sys.addaudithook(self._hook)
+
+    @classmethod
+    def get(cls) -> NetworkAudit:
+        if cls._instance is None:
+            cls._instance = cls()
+        return cls._instance
+
+    def _hook(self, event: str, args: tuple[Any, ...]) -> None:
+        if not self._active or event not in ("socket.getaddrinfo", "socket.connect"):
+            return
+        target = repr(args[0]) if event == "socket.getaddrinfo" else repr(args[1])
+        with self._lock:
+            self.calls.append(NetworkCall(event, target))
+
+    @contextmanager
+    def recording(self) -> Iterator[list[NetworkCall]]:
+        """Yields the list that receives the calls made inside the block."""
+        with self._lock:
+            start = len(self.calls)
+            self._active += 1
+        found: list[NetworkCall] = []
+        try:
+            yield found
+        finally:
+            with self._lock:
+                self._active -= 1
+                found.extend(self.calls[start:])
+                if not self._active:
+                    self.calls.clear()

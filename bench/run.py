@@ -253,6 +253,9 @@ class Operator:
                     "warehouse_connection_tests_in_progress",
                 ):
                     out[sample.name] = out.get(sample.name, 0.0) + sample.value
+                if sample.name == "warehouse_connection_tests_total":
+                    key = f"reason:{sample.labels.get('reason')}"
+                    out[key] = out.get(key, 0.0) + sample.value
         return out
 
 
@@ -537,6 +540,11 @@ class Bench:
                     "after_last_create_s": round(elapsed, 2),
                     "tests": int(tests),
                     "tests_per_s": round(tests / total, 1),
+                    "reasons": {
+                        k.removeprefix("reason:"): int(v - before.get(k, 0))
+                        for k, v in after.items()
+                        if k.startswith("reason:") and v - before.get(k, 0)
+                    },
                     "concurrency_limit": concurrency,
                     "operator_cpu_s": round(op.cpu_seconds() - cpu0, 2),
                     "peer_cpu_s": {

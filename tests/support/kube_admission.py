@@ -9,6 +9,8 @@ required fields) and its CEL rules (``x-kubernetes-validations``; transition rul
 from __future__ import annotations
 
 import copy
+import functools
+import json
 from collections.abc import Mapping
 from functools import cache
 from typing import Any
@@ -93,24 +95,37 @@ def _cel(rule: str) -> Any:
     return env.program(env.compile(rule))
 
 
+@functools.lru_cache(maxsize=65536)
+def _verdict(text: str, value_json: str, old_json: str) -> tuple[bool, str | None]:
+    """A rule's verdict on a value (the same value gets the same verdict: status writes
+    repeat an unchanged spec thousands of times, and interpreting CEL in Python is slow)."""
+    context = {"self": json_to_cel(json.loads(value_json))}
+    if old_json:
+        context["oldSelf"] = json_to_cel(json.loads(old_json))
+    try:
+        verdict = _cel(text).evaluate(context)
+    except CELEvalError as exc:
+        return False, str(exc.args[0])
+    return isinstance(verdict, BoolType) and bool(verdict), None
+
+
 def _cel_errors(schema: Schema, value: Any, old: Any, path: str) -> list[str]:
     errors: list[str] = []
     for rule in schema.get("x-kubernetes-validations") or []:
         text = rule["rule"]
-        context = {"self": json_to_cel(value)}
-        if "oldSelf" in text:
-            if old is None:
-                continue  # a transition rule: only checked when there is an old value
-            context["oldSelf"] = json_to_cel(old)
+        if "oldSelf" in text and old is None:
+            continue  # a transition rule: only checked when there is an old value
         message = rule.get("message") or f"failed rule: {text}"
-        try:
-            verdict = _cel(text).evaluate(context)
-        except CELEvalError as exc:
+        passed, failure = _verdict(
+            text,
+            json.dumps(value, sort_keys=True),
+            json.dumps(old, sort_keys=True) if "oldSelf" in text else "",
+        )
+        if failure is not None:
             errors.append(
-                f"{path or '<root>'}: Invalid value: {message} (evaluation error: {exc.args[0]})"
+                f"{path or '<root>'}: Invalid value: {message} (evaluation error: {failure})"
             )
-            continue
-        if not (isinstance(verdict, BoolType) and bool(verdict)):
+        elif not passed:
             errors.append(f"{path or '<root>'}: Invalid value: {message}")
     if isinstance(value, dict):
         old_map = old if isinstance(old, dict) else {}

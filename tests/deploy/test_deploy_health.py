@@ -19,7 +19,7 @@ from lupa import lua51
 
 from tests.deploy.conftest import NOW, ROOT
 from warehouse_operator.models import GROUP, KIND, VERSION, Check, CheckResult, ProbeResult, Reason
-from warehouse_operator.status import compute_status, rfc3339
+from warehouse_operator.status import compute_status, pending_status, rfc3339
 
 HEALTH_LUA = ROOT / "deploy" / "argocd" / "health.lua"
 ARGOCD_CM = ROOT / "deploy" / "argocd" / "argocd-cm.yaml"
@@ -82,32 +82,8 @@ UNREACHABLE = after_test(Reason.UNREACHABLE, "Connection refused by db.team-a.sv
 SECRET_MISSING = after_test(Reason.SECRET_NOT_FOUND, "Secret team-a/analytics-db does not exist.")
 BAD_KEY = after_test(Reason.INVALID_CREDENTIALS, "The private key is not valid PEM.")
 
-# A test requested but not yet finished, per API.md (phase Pending, Reconciling=True). The
-# operator writes it on creation and on a spec change, before the test ends.
-PENDING = {
-    "phase": "Pending",
-    "reason": "TestPending",
-    "message": "A test of generation 1 is pending.",
-    "observedGeneration": 1,
-    "conditions": [
-        {
-            "type": "Ready",
-            "status": "Unknown",
-            "reason": "TestPending",
-            "message": "A test of generation 1 is pending.",
-            "lastTransitionTime": rfc3339(NOW),
-            "observedGeneration": 1,
-        },
-        {
-            "type": "Reconciling",
-            "status": "True",
-            "reason": "TestPending",
-            "message": "A test of generation 1 is pending.",
-            "lastTransitionTime": rfc3339(NOW),
-            "observedGeneration": 1,
-        },
-    ],
-}
+# What the operator writes for a new connection before its first test ends.
+PENDING = pending_status(None, generation=1, now=NOW)
 
 # name: (object, Argo CD health, kstatus status)
 CASES: dict[str, tuple[dict[str, Any], str, str]] = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import sys
 import threading
 import time
@@ -28,10 +29,14 @@ DENY_ALL = EgressPolicy.from_cidrs([], ["0.0.0.0/0", "::/0"])
 
 def fuzz(max_examples: int, *, shrink: bool = True) -> settings:
     """Settings of the property-based tests: no per-example deadline (examples include real
-    sockets and threads), no example database (CI starts fresh; failures print a blob)."""
+    sockets and threads), no example database (CI starts fresh; failures print a blob).
+
+    ``WHC_FUZZ_SCALE=N`` multiplies every example count, for longer runs than CI's.
+    """
     phases = tuple(Phase) if shrink else tuple(p for p in Phase if p is not Phase.shrink)
+    scale = float(os.environ.get("WHC_FUZZ_SCALE", "1"))
     return settings(
-        max_examples=max_examples,
+        max_examples=max(1, round(max_examples * scale)),
         phases=phases,
         deadline=None,
         database=None,

@@ -303,7 +303,7 @@ def malformed_pems() -> st.SearchStrategy[bytes]:
     return (
         st.builds(wrap, labels, st.binary(max_size=300).map(base64.b64encode))
         | st.builds(wrap, labels, st.binary(max_size=200))
-        | st.builds(lambda n: rsa_pem()[:n], st.integers(0, len(rsa_pem()) - 30))
+        | st.builds(lambda n: rsa_pem()[:n], st.integers(1, len(rsa_pem()) - 30))
         | st.builds(
             lambda n: rsa_pem()[:n] + rsa_pem()[n + 8 :], st.integers(30, len(rsa_pem()) - 40)
         )

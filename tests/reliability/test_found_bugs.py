@@ -30,7 +30,7 @@ from tests.support.faulty_servers import (
     libpq_conninfo,
 )
 from warehouse_operator.kube import KubeClient
-from warehouse_operator.models import ProbeResult, Reason
+from warehouse_operator.models import CheckResult, ProbeResult, Reason
 from warehouse_operator.probe import EgressPolicy, run_test
 from warehouse_operator.scheduler import Scheduler
 
@@ -363,7 +363,10 @@ def test_unspecified_address_is_the_local_host(host: str) -> None:
     assert result.reason is Reason.DESTINATION_DENIED, result
 
 
-# --- 6 and 7. reasons for a reset and for a server that is not PostgreSQL --------------------------
+# --- 6. DNS rebinding: its regression test is in test_hostile_tenants.py -------------------------
+
+
+# --- 7 and 8. reasons for a reset and for a server that is not PostgreSQL --------------------------
 
 
 @fixed(
@@ -400,13 +403,13 @@ def test_foreign_protocol_is_provider_error_and_tells_nothing_of_the_service(ssl
     assert messages[0] == messages[1], messages
 
 
-# --- 8. concurrent tests fail while credentials are parsed ---------------------------------------
+# --- 9. concurrent tests fail while credentials are parsed ---------------------------------------
 
 
-@xfail(
-    "run_test parses credentials on a pool of 4 threads and, when all 4 are busy, fails the "
+@fixed(
+    "run_test parsed credentials on a pool of 4 threads and, when all 4 were busy, failed the "
     "test at once with Timeout 'every credential worker is busy' instead of waiting: of 20 "
-    "tests started together (the scheduler runs up to 50), 16 fail although nothing is wrong"
+    "tests started together (the scheduler runs up to 50), 16 failed although nothing was wrong"
 )
 @pytest.mark.parametrize("provider", ["postgres", "snowflake-keypair"])
 def test_tests_started_together_all_get_their_result(provider: str) -> None:
@@ -433,3 +436,19 @@ def test_tests_started_together_all_get_their_result(provider: str) -> None:
 
     reasons = [r.reason for r in asyncio.run(together())]
     assert set(reasons) == {Reason.DESTINATION_DENIED}, reasons
+
+
+# --- 10. a missing Secret leaves no failed check ----------------------------------------------
+
+
+@xfail(
+    "when the Secret does not exist, status.checks holds only 'spec: Passed': no check is "
+    "Failed, so the checks do not say which step broke (the API: they tell a person exactly "
+    "which step broke); the credentials stage should be there, Failed, with the message"
+)
+def test_missing_secret_shows_a_failed_check() -> None:
+    result = run(pg_spec("127.0.0.1", 5432), None, DENY_ALL)
+    assert result.reason is Reason.SECRET_NOT_FOUND
+    assert result.checks, result
+    assert result.checks[-1].result is CheckResult.FAILED, result.checks
+    assert result.checks[-1].message == result.message

@@ -195,13 +195,13 @@ async def run_test(
         spec = _spec_stage(raw_spec, stages)
         provider = get_provider(spec.provider)
         secret_name = spec.credentials_secret_ref.name
-        if secret_data is None:
-            raise ProbeFailure(
-                Reason.SECRET_NOT_FOUND,
-                f"Secret {secret_name!r} was not found in the connection's namespace",
-            )
-        secret = SecretData(secret_name, secret_data, spec.credentials_secret_ref.keys)
         with stages.stage("credentials", "credentials are well-formed"):
+            if secret_data is None:
+                raise ProbeFailure(
+                    Reason.SECRET_NOT_FOUND,
+                    f"Secret {secret_name!r} was not found in the connection's namespace",
+                )
+            secret = SecretData(secret_name, secret_data, spec.credentials_secret_ref.keys)
             credentials = await _parse_credentials(
                 provider, spec, secret, spec.test_timeout_seconds
             )

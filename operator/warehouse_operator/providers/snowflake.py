@@ -103,7 +103,10 @@ def public_key_fingerprint(private_key: Any) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(der).digest()).decode("ascii")
 
 
-MAX_KDF_COST = 2_000_000  # PBKDF2 iterations, or scrypt N*r*p: about a second of one core
+# PBKDF2 iterations, or scrypt N*r*p. cryptography holds the GIL while it derives, so this is
+# also how long one test of such a key may stall the event loop: about 0.03 s at the cap
+# (100 times OpenSSL's default of 2,048 iterations); a parsed key is kept per Secret version.
+MAX_KDF_COST = 200_000
 _SCRYPT_OID = bytes.fromhex("2b06010401da47040b")
 
 
@@ -156,6 +159,12 @@ def _cost_in(node: bytes) -> int | None:
 
 
 def load_private_key(pem: bytes, passphrase: bytes | None, secret_name: str) -> tuple[bytes, str]:
+    """The key, loaded once per (key, passphrase): decrypting one costs its key derivation."""
+    return _load_private_key(pem, passphrase, secret_name)
+
+
+@functools.lru_cache(maxsize=256)
+def _load_private_key(pem: bytes, passphrase: bytes | None, secret_name: str) -> tuple[bytes, str]:
     """A PEM private key (PKCS#8 or PKCS#1, plain or encrypted) -> (PKCS#8 DER, fingerprint).
 
     The connector wants DER bytes or a key object, not PEM. Raises CredentialError with a

@@ -358,4 +358,5 @@ async def test_malformed_ca(pg_tls: PostgresServer) -> None:
 async def test_secret_not_found(pg_plain: PostgresServer) -> None:
     result = await run_test(connection_spec(pg_plain.postgres_spec()), None)
     assert result.reason is Reason.SECRET_NOT_FOUND
-    assert check_names(result) == ["spec"]
+    assert check_names(result) == ["spec", "credentials"]
+    assert result.checks[-1].result is CheckResult.FAILED

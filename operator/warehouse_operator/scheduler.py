@@ -530,6 +530,7 @@ class Scheduler:
         async with self._pending_writes:
             if t.status or self.tracked.get(t.key) is not t or not self.active.is_set():
                 return
+            t.extra["pending_writing"] = True
             status = pending_status(None, generation=t.generation, now=datetime.now(UTC))
             try:
                 response = await self.api.patch_status(t.key[0], t.key[1], status)
@@ -566,6 +567,10 @@ class Scheduler:
         elapsed = time.monotonic() - started
         pending_write = t.extra.pop("pending_write", None)
         if pending_write is not None:
+            if not t.extra.pop("pending_writing", False):
+                # the result is here before the "Pending" write began: it is no longer news,
+                # and waiting for it would queue this result behind other connections' writes
+                pending_write.cancel()
             await asyncio.gather(pending_write, return_exceptions=True)  # never overtake it
         if self.tracked.get(t.key) is not t:
             return  # deleted meanwhile

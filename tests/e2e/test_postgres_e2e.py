@@ -347,7 +347,7 @@ def test_api_server_outage(e2e: E2E) -> None:
     )
 
     e2e.target.emulator.stop()
-    time.sleep(3.0)  # tests keep running; their status writes fail and are retried
+    time.sleep(30.0)  # 30 s without an API: tests keep running, their writes fail and are retried
     e2e.target.emulator.start()
     assert e2e.operator.running
 

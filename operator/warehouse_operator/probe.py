@@ -177,7 +177,6 @@ async def run_test(
     secret_data: Mapping[str, Any] | None,
     *,
     policy: EgressPolicy | None = None,
-    secret_name_hint: str | None = None,
 ) -> ProbeResult:
     """Run exactly one test of one connection and describe the outcome.
 

@@ -372,6 +372,20 @@ class Bench:
             async with self.http.post(self.proxy_url + "/_counts/reset"):
                 pass
 
+    async def connect_pg(self) -> Any:
+        """A session of the benchmark's own at the benchmark's PostgreSQL."""
+        import psycopg
+
+        return await psycopg.AsyncConnection.connect(
+            host=self.pg.host,
+            port=self.pg.port,
+            dbname=self.pg.database,
+            user=self.pg.user,
+            password=self.pg.password,
+            sslmode="disable",
+            autocommit=True,
+        )
+
     # objects
     def pg_spec(
         self,
@@ -473,8 +487,6 @@ class Bench:
     # --- scenarios -----------------------------------------------------------------------------
 
     async def time_to_status(self, samples: int) -> None:
-        import psycopg
-
         op = await self.operator()
         try:
             ns = await self.namespace("tts")
@@ -486,15 +498,7 @@ class Bench:
                 total = tts[name]
                 # the raw cost of the same work, by hand: connect + query, one status PATCH
                 t0 = time.monotonic()
-                conn = await psycopg.AsyncConnection.connect(
-                    host=self.pg.host,
-                    port=self.pg.port,
-                    dbname=self.pg.database,
-                    user=self.pg.user,
-                    password=self.pg.password,
-                    sslmode="disable",
-                    autocommit=True,
-                )
+                conn = await self.connect_pg()
                 await (await conn.execute("SELECT 1")).fetchone()
                 await conn.close()
                 await self.kube_direct.call(
@@ -715,8 +719,6 @@ class Bench:
             silent.stop()
 
     async def restart(self, n: int, spread: str) -> None:
-        import psycopg
-
         op = await self.operator()
         ns = await self.namespace("restart")
         try:
@@ -742,15 +744,7 @@ class Bench:
 
         async def sample_backend() -> None:
             # concurrent tests seen by the database itself: its sessions from the operator
-            conn = await psycopg.AsyncConnection.connect(
-                host=self.pg.host,
-                port=self.pg.port,
-                dbname=self.pg.database,
-                user=self.pg.user,
-                password=self.pg.password,
-                sslmode="disable",
-                autocommit=True,
-            )
+            conn = await self.connect_pg()
             try:
                 while not stop.is_set():
                     cur = await conn.execute(

@@ -319,10 +319,7 @@ class Scheduler:
         old = self._secrets.get(skey, _MISSING)
         self._secrets[skey] = new
         if old is not _MISSING and old != new:
-            for key in list(users):
-                t = self.tracked.get(key)
-                if t is not None and not t.suspended:
-                    self._enqueue(t, URGENT)
+            self._retest_users(skey)
 
     # Secrets are watched as metadata only: for a referenced Secret, a new resourceVersion
     # means one GET of its data; the data of Secrets nobody uses never reaches the operator.
@@ -374,10 +371,7 @@ class Scheduler:
                         "Secret %s/%s changed but could not be read: %s", *skey, _api_failure(exc)
                     )
                     self._secrets.pop(skey, None)
-                    for key in list(self._refs.get(skey, ())):
-                        t = self.tracked.get(key)
-                        if t is not None and not t.suspended:
-                            self._enqueue(t, URGENT)
+                    self._retest_users(skey)
                     return
                 if skey in self._refs:
                     self.observe_secret(*skey, data)
@@ -385,6 +379,13 @@ class Scheduler:
                     return
         finally:
             self._fetching.pop(skey, None)
+
+    def _retest_users(self, skey: Key) -> None:
+        """Test now every connection that uses this Secret."""
+        for key in list(self._refs.get(skey, ())):
+            t = self.tracked.get(key)
+            if t is not None and not t.suspended:
+                self._enqueue(t, URGENT)
 
     def _ref(self, t: Tracked) -> None:
         if t.secret_name:

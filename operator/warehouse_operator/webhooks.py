@@ -54,6 +54,7 @@ from prometheus_client import Counter
 
 from warehouse_operator.inuse import (
     InUseKind,
+    ListingApi,
     allows_delete_in_use,
     format_users,
     list_users,
@@ -170,21 +171,12 @@ def _is_connection(request: Mapping[str, Any]) -> bool:
 # --- lookups (the API) ---------------------------------------------------------------------------
 
 
-class ObjectsApi(Protocol):
+class ObjectsApi(ListingApi, Protocol):
     """What admission and the certificates need from the Kubernetes API (see kube.KubeClient)."""
 
     async def get_object(
         self, path: str, *, timeout: float | None = ..., retries: int = ...
     ) -> Any: ...
-
-    async def list_objects(
-        self,
-        path: str,
-        *,
-        label_selector: str | None = ...,
-        timeout: float | None = ...,
-        retries: int = ...,
-    ) -> dict[str, Any]: ...
 
     async def create_object(
         self, path: str, body: Mapping[str, Any], *, timeout: float | None = ..., retries: int = ...

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import hashlib
 import heapq
 import itertools
@@ -208,7 +209,7 @@ class Scheduler:
             task.cancel()
 
     async def stop(self) -> None:
-        tasks = [*self._tasks, *self._background]
+        tasks = [*self._tasks, *self._background, *self._running.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -499,31 +500,41 @@ class Scheduler:
             self.running_tests += 1
             metrics.TESTS_IN_PROGRESS.inc()
             self.peak_running_tests = max(self.peak_running_tests, self.running_tests)
-            task = asyncio.create_task(self._test(t))
+            # The worker and the gates are held while the backend is being talked to, not while
+            # the result is written: a slow API must not make tests wait (it measured twice the
+            # test's own latency in a burst). The connection itself stays "running" until its
+            # result is written, so it is never tested twice at once.
+            probed = asyncio.Event()
+            task = asyncio.create_task(self._test(t, probed))
             self._running[t.key] = task
+            task.add_done_callback(functools.partial(self._finished, t))
+            waiter = asyncio.create_task(probed.wait())
             try:
-                await asyncio.wait({task})  # the worker's own cancellation reaches it below
-                if task.cancelled():
-                    t.rerun = True  # paused mid-test: nothing was written, test again later
-                else:
-                    task.result()
+                await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
             except asyncio.CancelledError:
                 task.cancel()
                 raise
-            except Exception:
-                # never lose a connection to a bug or an API outage: try again later
-                logger.exception("testing %s/%s failed unexpectedly; retrying later", *t.key)
-                if self.tracked.get(t.key) is t:
-                    self._schedule_in(t, jittered(BACKOFF_BASE))
             finally:
-                self._running.pop(t.key, None)
+                waiter.cancel()
                 self.running_tests -= 1
                 metrics.TESTS_IN_PROGRESS.dec()
-                t.running = False
                 self._leave(entered)
-                if t.rerun and self.tracked.get(t.key) is t:
-                    t.rerun = False
-                    self._enqueue(t, URGENT)
+
+    def _finished(self, t: Tracked, task: asyncio.Task[None]) -> None:
+        """A test and the writing of its result are over (or were cancelled, or failed)."""
+        if self._running.get(t.key) is task:
+            del self._running[t.key]
+        t.running = False
+        if task.cancelled():
+            t.rerun = True  # paused mid-test: nothing was written, test again later
+        elif (exc := task.exception()) is not None:
+            # never lose a connection to a bug or an API outage: try again later
+            logger.error("testing %s/%s failed unexpectedly; retrying later", *t.key, exc_info=exc)
+            if self.tracked.get(t.key) is t:
+                self._schedule_in(t, jittered(BACKOFF_BASE))
+        if t.rerun and self.tracked.get(t.key) is t:
+            t.rerun = False
+            self._enqueue(t, URGENT)
 
     # --- one test -----------------------------------------------------------------------------
 
@@ -552,7 +563,7 @@ class Scheduler:
             self._secrets[skey] = data
         return data
 
-    async def _test(self, t: Tracked) -> None:
+    async def _test(self, t: Tracked, probed: asyncio.Event | None = None) -> None:
         namespace, name = t.key
         spec, spec_hash, generation, request = t.spec, t.spec_hash, t.generation, t.test_request
         started = time.monotonic()
@@ -566,6 +577,8 @@ class Scheduler:
         else:
             result = await run_test(spec, secret, policy=self.policy)
         elapsed = time.monotonic() - started
+        if probed is not None:
+            probed.set()  # the backend is done with: the worker and the gates are free
         pending_write = t.extra.pop("pending_write", None)
         if pending_write is not None:
             if not t.extra.pop("pending_writing", False):

@@ -27,8 +27,14 @@ from warehouse_operator.models import (
     Reason,
     parse_spec,
 )
-from warehouse_operator.providers import get_provider
-from warehouse_operator.providers.base import Destination, ProbeFailure, Stages
+from warehouse_operator.providers import REGISTRY, get_provider
+from warehouse_operator.providers.base import (
+    Destination,
+    ProbeFailure,
+    Stages,
+    driver_loaded,
+    load_driver,
+)
 from warehouse_operator.secrets import CredentialError, SecretData
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -172,6 +178,13 @@ def _clip(text: str) -> str:
     return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
 
 
+def warm_up(provider_name: object) -> None:
+    """Start importing the driver of a provider, if it is one, in the background: called when
+    a connection of that provider is first seen, so that its first test rarely waits for it."""
+    if isinstance(provider_name, str) and provider_name in REGISTRY:
+        load_driver(REGISTRY[provider_name])
+
+
 async def run_test(
     raw_spec: Any,
     secret_data: Mapping[str, Any] | None,
@@ -193,6 +206,9 @@ async def run_test(
     try:
         spec = _spec_stage(raw_spec, stages)
         provider = get_provider(spec.provider)
+        waited = time.monotonic()
+        await driver_loaded(provider)  # once per process; not the backend's time
+        started += time.monotonic() - waited
         secret_name = spec.credentials_secret_ref.name
         with stages.stage("credentials", "credentials are well-formed"):
             if secret_data is None:

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from warehouse_operator import metrics
 from warehouse_operator.models import TEST_REQUESTED_ANNOTATION, ProbeResult, Reason, parse_duration
-from warehouse_operator.probe import EgressPolicy, run_test
+from warehouse_operator.probe import EgressPolicy, run_test, warm_up
 from warehouse_operator.status import Event, compute_status, merge_patch, pending_status
 
 logger = logging.getLogger(__name__)
@@ -263,6 +263,7 @@ class Scheduler:
             self._ref(t)
             if t.suspended:
                 return
+            warm_up(t.provider)  # import its driver now, in a thread, if not yet imported
             if not t.status:
                 # a new connection: say "Pending" at once, so kstatus (Flux) and Argo CD wait
                 # for its first test instead of taking a status-less object as ready

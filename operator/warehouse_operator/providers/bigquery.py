@@ -636,6 +636,11 @@ def classify_api_error(
 
 class BigQueryProvider:
     name = "bigquery"
+    driver_modules: tuple[str, ...] = (
+        "google.cloud.bigquery",
+        "google.oauth2.service_account",
+        "google.auth.transport.requests",
+    )
 
     def __init__(self, executor: BoundedExecutor | None = None) -> None:
         self._executor = executor

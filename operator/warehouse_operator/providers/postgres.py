@@ -42,6 +42,7 @@ def _pg(spec: ConnectionSpec) -> PostgresSpec:
 
 class PostgresProvider:
     name = "postgres"
+    driver_modules: tuple[str, ...] = ("psycopg",)
 
     def parse_credentials(self, spec: ConnectionSpec, secret: SecretData) -> PostgresCredentials:
         username = secret.require_text("username", "user")

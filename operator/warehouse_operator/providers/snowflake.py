@@ -761,6 +761,7 @@ async def _check_reachable(
 
 class SnowflakeProvider:
     name = "snowflake"
+    driver_modules: tuple[str, ...] = ("snowflake.connector",)
 
     def parse_credentials(self, spec: ConnectionSpec, secret: SecretData) -> SnowflakeCredentials:
         sf = _sf(spec)

@@ -460,3 +460,45 @@ async def test_secret_deleted_while_the_watch_was_away(sched: Any) -> None:
     s.secrets_listed([("ns", "other", "3")])  # a relisting without it
     await settle()
     assert api.reasons("a")[-1] == "SecretNotFound"
+
+
+class StalledWritesApi(RecordingApi):
+    """Status writes of the connections named in ``stalled`` wait until ``release`` is set."""
+
+    def __init__(self, stalled: set[str]) -> None:
+        super().__init__()
+        self.stalled = stalled
+        self.release = asyncio.Event()
+
+    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Any:
+        if name in self.stalled and status.get("phase") != "Pending":
+            await self.release.wait()
+        return await super().patch_status(namespace, name, status)
+
+
+async def test_a_slow_status_write_holds_neither_the_worker_nor_the_connection_twice() -> None:
+    api = StalledWritesApi(stalled={"slow"})
+    s = Scheduler(api, max_concurrent=1, default_interval=300, policy=DENY_LOOPBACK)
+    s.start()
+    try:
+        s.observe(body("slow", interval="100ms"), "ADDED")
+        await settle(0.2)
+        assert s.running_tests == 0  # the test is over; only its write is waiting
+        s.observe(body("next"), "ADDED")
+        await settle(0.2)
+        assert api.reasons("next") == ["SecretNotFound"]  # the one worker was free for it
+        # a change while its write waits: tested again after the write, never alongside it
+        s.observe(body("slow", interval="1h", generation=2, port=5433), "MODIFIED")
+        await settle(0.2)
+        slow = s.tracked[("ns", "slow")]
+        assert slow.running  # still writing its result ...
+        assert slow.rerun  # ... so the new spec waits its turn
+        assert s.running_tests == 0
+        api.release.set()
+        await settle(0.3)
+        assert api.reasons("slow") == ["SecretNotFound", "SecretNotFound"]
+        assert api.patches[-1][2]["observedGeneration"] == 2
+        assert s.peak_running_tests == 1
+    finally:
+        api.release.set()
+        await s.stop()

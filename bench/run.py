@@ -308,6 +308,7 @@ class Bench:
         self.proxy: subprocess.Popen[bytes] | None = None
         self.proxy_url = ""
         self.http = aiohttp.ClientSession()
+        self.last_wait: dict[str, Any] = {}
 
     # setup / teardown
     def start(self) -> None:
@@ -429,18 +430,27 @@ class Bench:
         started = time.monotonic()
         done: set[str] = set()
         finished = asyncio.Event()
+        seen: dict[str, Any] = {"watch": 0, "list": 0, "watch_restarts": 0, "tenths_s": []}
 
-        def see(obj: dict[str, Any]) -> None:
+        def see(obj: dict[str, Any], via: str) -> None:
             name = obj.get("metadata", {}).get("name")
             if name in names:
-                (done.add if predicate(obj) else done.discard)(name)
+                if predicate(obj):
+                    if name not in done:
+                        seen[via] += 1  # which of the two saw it done first
+                        done.add(name)
+                        if len(done) * 10 >= len(names) * (len(seen["tenths_s"]) + 1):
+                            # when each tenth was done: shows a stall apart from a slow pace
+                            seen["tenths_s"].append(round(time.monotonic() - started, 1))
+                else:
+                    done.discard(name)
                 if len(done) == len(names):
                     finished.set()
 
         async def watch() -> None:
             with contextlib.suppress(aiohttp.ClientError):
                 async for _, event in self.kube_direct.watch_whc(ns):
-                    see(event.get("object") or {})
+                    see(event.get("object") or {}, "watch")
 
         watcher = asyncio.create_task(watch())
         listed = time.monotonic()
@@ -451,15 +461,17 @@ class Bench:
                     return time.monotonic() - started
                 if watcher.done() or time.monotonic() - listed > 60:
                     if watcher.done():
+                        seen["watch_restarts"] += 1
                         watcher = asyncio.create_task(watch())
                     listed = time.monotonic()
                     for obj in await self.kube_direct.list_whc(ns):
-                        see(obj)
+                        see(obj, "list")
                 if finished.is_set():
                     return time.monotonic() - started
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
+            self.last_wait = seen
         raise TimeoutError(
             f"{len(names) - len(done)} of {len(names)} objects in {ns} not done within {timeout}s"
         )
@@ -592,6 +604,7 @@ class Bench:
                         if k.startswith("reason:") and v - before.get(k, 0)
                     },
                     "concurrency_limit": concurrency,
+                    "seen_done_by": self.last_wait,
                     # connect + query as the operator timed it (status.latencyMs)
                     "test_latency_ms": {
                         "p50": round(pct(latencies, 50)),

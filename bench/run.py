@@ -431,10 +431,21 @@ class Bench:
         done: set[str] = set()
         finished = asyncio.Event()
         seen: dict[str, Any] = {"watch": 0, "list": 0, "watch_restarts": 0, "tenths_s": []}
+        versions: dict[str, tuple[int, str]] = {}
+        regressions: list[str] = []
 
         def see(obj: dict[str, Any], via: str) -> None:
             name = obj.get("metadata", {}).get("name")
             if name in names:
+                rv = int(obj.get("metadata", {}).get("resourceVersion") or 0)
+                phase = str((obj.get("status") or {}).get("phase"))
+                last = versions.get(name)
+                if last is not None and rv < last[0]:
+                    # older than what was already seen: the emulator's list has been seen to
+                    # return superseded versions under load (recorded, never believed)
+                    regressions.append(f"{via} {name}: rv {last[0]} {last[1]} -> rv {rv} {phase}")
+                    return
+                versions[name] = (rv, phase)
                 if predicate(obj):
                     if name not in done:
                         seen[via] += 1  # which of the two saw it done first
@@ -471,7 +482,11 @@ class Bench:
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
-            self.last_wait = seen
+            self.last_wait = seen | (
+                {"stale_versions_ignored": len(regressions), "examples": regressions[:3]}
+                if regressions
+                else {}
+            )
         raise TimeoutError(
             f"{len(names) - len(done)} of {len(names)} objects in {ns} not done within {timeout}s"
         )
@@ -704,10 +719,11 @@ class Bench:
                     names, lambda name: self.kube_direct.create_whc(ns, name, self.pg_spec())
                 )
                 have = n
+                # every one tested (not merely Pending): its status is what the operator keeps
                 await self.wait_all(
                     ns,
                     {f"m-{i}" for i in range(n)},
-                    lambda o: bool((o.get("status") or {}).get("phase")),
+                    lambda o: (o.get("status") or {}).get("phase") == "Connected",
                     timeout=max(300.0, n / 5),
                 )
                 await asyncio.sleep(2)
@@ -827,6 +843,7 @@ class Bench:
             if samples
             else 0,
             "backend_samples": len(samples),
+            "seen_done_by": self.last_wait,
         }
         await self.kube_direct.delete_namespace(ns)
 

@@ -65,7 +65,9 @@ async def test_one_import_however_many_tests_wait_for_it(slow_module: str) -> No
     provider = FakeProvider(f"fake2-{slow_module}", (slow_module,))
     first = load_driver(provider)  # type: ignore[arg-type]
     assert first is not None
-    assert load_driver(provider) is first  # type: ignore[arg-type]
+    while slow_module not in sys.modules:  # the import has begun (the module is not ready)
+        await asyncio.sleep(0.01)
+    assert load_driver(provider) is first  # type: ignore[arg-type]  # not "already imported"
     await asyncio.gather(*(driver_loaded(provider) for _ in range(5)))  # type: ignore[arg-type]
     assert slow_module in sys.modules
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -142,25 +141,28 @@ class Provider(Protocol):
 # loop (every other test, watch and status write) while it runs.
 
 _loading: dict[str, asyncio.Future[None]] = {}
+_loaded: set[str] = set()  # providers whose driver import has finished (a module is in
+# sys.modules from the moment its import *starts*, so sys.modules cannot tell)
 
 
-def _import_all(modules: Sequence[str]) -> None:
-    for module in modules:
-        try:
+def _import_all(name: str, modules: Sequence[str]) -> None:
+    try:
+        for module in modules:
             importlib.import_module(module)
-        except ImportError:
-            return  # the test itself reports the missing driver, as a ProviderError
+    except ImportError:
+        pass  # the test itself reports the missing driver, as a ProviderError
+    finally:
+        _loaded.add(name)
 
 
 def load_driver(provider: Provider) -> asyncio.Future[None] | None:
     """Start importing ``provider``'s driver in a thread (once); None when already imported."""
-    modules = provider.driver_modules
-    if all(module in sys.modules for module in modules):
+    if provider.name in _loaded:
         return None
     loop = asyncio.get_running_loop()
     future = _loading.get(provider.name)
     if future is None or future.get_loop() is not loop:
-        future = loop.run_in_executor(None, _import_all, modules)
+        future = loop.run_in_executor(None, _import_all, provider.name, provider.driver_modules)
         _loading[provider.name] = future
     return future
 

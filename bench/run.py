@@ -219,6 +219,17 @@ class Operator:
         fields = self._stat()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    async def settled(self, limit: float = 60.0) -> float:
+        """Wait until the operator is idle (under 2 % of a core for a second, e.g. done with the
+        echoes of its last writes); the seconds that took."""
+        started = time.monotonic()
+        while time.monotonic() - started < limit:
+            cpu0 = self.cpu_seconds()
+            await asyncio.sleep(1.0)
+            if self.cpu_seconds() - cpu0 < 0.02:
+                break
+        return round(time.monotonic() - started, 1)
+
     def rss_mb(self) -> float:
         assert self.process is not None
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -708,8 +719,9 @@ class Bench:
     async def memory(self, sizes: list[int], secrets: int, secret_kb: int) -> None:
         op = await self.operator()
         out: dict[str, Any] = {}
+        settle: dict[str, float] = {}  # seconds until the operator was idle, before each reading
         try:
-            await asyncio.sleep(3)
+            settle["0"] = await op.settled()
             out["0"] = op.rss_mb()
             ns = await self.namespace("mem")
             have = 0
@@ -726,7 +738,7 @@ class Bench:
                     lambda o: (o.get("status") or {}).get("phase") == "Connected",
                     timeout=max(300.0, n / 5),
                 )
-                await asyncio.sleep(2)
+                settle[str(n)] = await op.settled()
                 out[str(n)] = op.rss_mb()
             blob = base64.b64encode(os.urandom(secret_kb * 1024 * 3 // 4)).decode()
             await bounded(
@@ -736,7 +748,7 @@ class Bench:
                 ),
                 16,
             )
-            await asyncio.sleep(5)
+            settle["secrets"] = await op.settled()
             out[f"{have}+{secrets}x{secret_kb}KB secrets"] = op.rss_mb()
             # the same, for an operator that starts with all of it already there (its first
             # list of Secrets carries every one of them)
@@ -748,12 +760,12 @@ class Bench:
                 lambda o: bool((o.get("status") or {}).get("phase")),
                 timeout=600,
             )
-            await asyncio.sleep(5)
+            settle["restart"] = await op.settled()
             out[f"{have}+{secrets}x{secret_kb}KB secrets, after a restart"] = op.rss_mb()
             await self.kube_direct.delete_namespace(ns)
         finally:
             op.stop()
-        self.results["memory"] = {"rss_mb": out}
+        self.results["memory"] = {"rss_mb": out, "idle_after_s": settle}
 
     async def isolation(self, n: int) -> None:
         silent = SilentServer()

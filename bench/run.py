@@ -753,12 +753,16 @@ class Bench:
             # the same, for an operator that starts with all of it already there (its first
             # list of Secrets carries every one of them)
             op.stop()
+            await asyncio.sleep(1.5)  # lastTestedAt has one-second resolution
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             op = await self.operator()
+            # every connection listed and tested again by the new process (idle alone is not
+            # enough: an operator that has not listed anything yet is idle too)
             await self.wait_all(
                 ns,
                 {f"m-{i}" for i in range(have)},
-                lambda o: bool((o.get("status") or {}).get("phase")),
-                timeout=600,
+                lambda o: (o.get("status") or {}).get("lastTestedAt", "") >= stamp,
+                timeout=900,
             )
             settle["restart"] = await op.settled()
             out[f"{have}+{secrets}x{secret_kb}KB secrets, after a restart"] = op.rss_mb()

@@ -302,6 +302,13 @@ def _tested_this_generation(obj: dict[str, Any]) -> bool:
     )
 
 
+async def tested_after_stamp() -> str:
+    """A ``lastTestedAt`` value that only tests from now on reach (it has one-second resolution:
+    a second and a half is waited out first)."""
+    await asyncio.sleep(1.5)
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 def free_port() -> int:
     import socket
 
@@ -753,8 +760,7 @@ class Bench:
             # the same, for an operator that starts with all of it already there (its first
             # list of Secrets carries every one of them)
             op.stop()
-            await asyncio.sleep(1.5)  # lastTestedAt has one-second resolution
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            stamp = await tested_after_stamp()
             op = await self.operator()
             # every connection listed and tested again by the new process (idle alone is not
             # enough: an operator that has not listed anything yet is idle too)
@@ -817,8 +823,7 @@ class Bench:
             )
         finally:
             op.stop()
-        await asyncio.sleep(1.5)  # lastTestedAt has one-second resolution
-        restart_at = time.time()
+        stamp = await tested_after_stamp()
         op = await self.operator("--startup-spread", spread)
         samples: list[int] = []
         stop = asyncio.Event()
@@ -839,7 +844,6 @@ class Bench:
 
         sampler = asyncio.create_task(sample_backend())
         try:
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(restart_at))
             took = await self.wait_all(
                 ns,
                 set(names),

@@ -109,21 +109,24 @@ def _verdict(text: str, value_json: str, old_json: str) -> tuple[bool, str | Non
     return isinstance(verdict, BoolType) and bool(verdict), None
 
 
-_RULES_BELOW: dict[int, bool] = {}
+# id(schema) -> (the schema itself, verdict): holding the schema keeps its id from being reused
+# by another dict while the entry exists
+_RULES_BELOW: dict[int, tuple[Schema, bool]] = {}
 
 
 def _has_rules(schema: Schema) -> bool:
-    """Whether a schema or any schema under it has CEL rules (memoised: schemas live as long as
-    their CRD is registered, and a status write need not walk a status that has none)."""
+    """Whether a schema or any schema under it has CEL rules (memoised: a registered CRD's
+    schemas are built once, and a status write need not walk a status that has none)."""
     known = _RULES_BELOW.get(id(schema))
-    if known is None:
-        children = [
-            *(schema.get("properties") or {}).values(),
-            *(v for k in ("items", "additionalProperties") if isinstance(v := schema.get(k), dict)),
-        ]
-        known = bool(schema.get("x-kubernetes-validations")) or any(map(_has_rules, children))
-        _RULES_BELOW[id(schema)] = known
-    return known
+    if known is not None and known[0] is schema:
+        return known[1]
+    children = [
+        *(schema.get("properties") or {}).values(),
+        *(v for k in ("items", "additionalProperties") if isinstance(v := schema.get(k), dict)),
+    ]
+    verdict = bool(schema.get("x-kubernetes-validations")) or any(map(_has_rules, children))
+    _RULES_BELOW[id(schema)] = (schema, verdict)
+    return verdict
 
 
 def _cel_errors(schema: Schema, value: Any, old: Any, path: str) -> list[str]:
@@ -182,6 +185,7 @@ class _Validators:
     times, and re-validating it in Python was most of what the emulator spent on a write."""
 
     def __init__(self, root_schema: Schema) -> None:
+        self.root = root_schema  # also what the CEL rules are checked against, built once
         schema = _json_schema(root_schema)
         properties = schema.get("properties") or {}
         split = not any(k in schema for k in ("additionalProperties", "patternProperties"))
@@ -239,12 +243,12 @@ class SchemaAdmission:
         kind, schema = self._schemas[resource]
         stored: dict[str, Any] = apply_defaults(schema, prune(schema, dict(obj), root=True))
         checked = {k: v for k, v in stored.items() if k not in _ROOT_FIELDS}
-        root_schema = _root_schema(schema)
-        errors = self._validators[resource].errors(checked)
+        validators = self._validators[resource]
+        errors = validators.errors(checked)
         old_checked = (
             {k: v for k, v in (old or {}).items() if k not in _ROOT_FIELDS} if old else None
         )
-        errors += _cel_errors(root_schema, checked, old_checked, "")
+        errors += _cel_errors(validators.root, checked, old_checked, "")
         if errors:
             name = (stored.get("metadata") or {}).get("name", "")
             raise Rejected([f'{kind} "{name}" is invalid: {error}' for error in errors])

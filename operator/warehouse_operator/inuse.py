@@ -26,15 +26,12 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
-from warehouse_operator.models import (
-    ALLOW_DELETE_IN_USE_ANNOTATION,
-    CONNECTION_LABEL,
-    GROUP,
-    PLURAL,
-    VERSION,
-)
+from warehouse_operator.kube.errors import Conflict, NotFound, describe
+from warehouse_operator.kube.paths import connection_path, object_path
+from warehouse_operator.kube.port import KubeApi
+from warehouse_operator.models import ALLOW_DELETE_IN_USE_ANNOTATION, CONNECTION_LABEL, GROUP
 from warehouse_operator.status import condition
 
 logger = logging.getLogger(__name__)
@@ -177,19 +174,8 @@ class UsersIndex:
         return sorted(self._by_connection.get((namespace, name), ()))
 
 
-class ListingApi(Protocol):
-    async def list_objects(
-        self,
-        path: str,
-        *,
-        label_selector: str | None = ...,
-        timeout: float | None = ...,
-        retries: int = ...,
-    ) -> dict[str, Any]: ...
-
-
 async def list_users(
-    api: ListingApi,
+    api: KubeApi,
     kinds: Sequence[InUseKind],
     namespace: str,
     name: str,
@@ -198,18 +184,15 @@ async def list_users(
     """The users of a connection as the API has them now: a LIST per kind, by label."""
 
     async def one_kind(kind: InUseKind) -> list[str]:
-        root = f"/apis/{kind.group_version}" if kind.group else f"/api/{kind.version}"
         try:
             listing = await api.list_objects(
-                f"{root}/namespaces/{namespace}/{kind.plural}",
+                object_path(kind.group_version, kind.plural, namespace),
                 label_selector=f"{CONNECTION_LABEL}={name}",
                 timeout=timeout,
                 retries=1,
             )
-        except Exception as exc:
-            if getattr(exc, "status", None) == 404:
-                return []  # that kind is not served by this cluster
-            raise
+        except NotFound:
+            return []  # that kind is not served by this cluster
         return users_in_list(listing)
 
     found = await asyncio.gather(*(one_kind(kind) for kind in kinds))
@@ -323,32 +306,10 @@ def blocked_conditions(view: ConnectionView, message: str, now: datetime) -> lis
 # --- applying the decisions ------------------------------------------------------------------------
 
 
-class InUseApi(ListingApi, Protocol):
-    """What the controller needs from the Kubernetes API (see kube.KubeClient)."""
-
-    async def patch_object(
-        self,
-        path: str,
-        patch: Any,
-        *,
-        content_type: str = ...,
-        timeout: float | None = ...,
-        retries: int = ...,
-    ) -> Any: ...
-
-    async def post_event(
-        self, namespace: str, name: str, uid: str | None, type_: str, reason: str, message: str
-    ) -> None: ...
-
-
-def connection_path(namespace: str, name: str) -> str:
-    return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
-
-
 class InUseController:
     """Keeps the in-use finalizer in step with the users; only while this replica leads."""
 
-    def __init__(self, api: InUseApi, kinds: Sequence[InUseKind]) -> None:
+    def __init__(self, api: KubeApi, kinds: Sequence[InUseKind]) -> None:
         self.api = api
         self.kinds = tuple(kinds)
         self.index = UsersIndex()
@@ -429,9 +390,7 @@ class InUseController:
                     logger.warning(
                         "%s/%s: could not update the in-use finalizer: %s",
                         *key,
-                        f"HTTP {getattr(exc, 'status', '')}".strip()
-                        if getattr(exc, "status", None)
-                        else type(exc).__name__,
+                        describe(exc),
                     )
                     await asyncio.sleep(1.0)
                     self._enqueue(key)  # an API outage: try again
@@ -494,9 +453,7 @@ class InUseController:
         """None when the object is gone or changed meanwhile (its next watch event decides again)."""
         try:
             response = await self.api.patch_object(path, patch)
-        except Exception as exc:
-            if getattr(exc, "status", None) == 409:
-                return None
-            raise
+        except Conflict:
+            return None
         self.writes += 1
         return response

@@ -32,10 +32,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from warehouse_operator.kube.errors import Conflict, describe
+from warehouse_operator.kube.paths import object_path
+from warehouse_operator.kube.port import KubeApi
 from warehouse_operator.metrics import REGISTRY
 
 logger = logging.getLogger(__name__)
@@ -72,25 +75,6 @@ class LeaderTimings:
             raise ValueError("the renew deadline must be longer than 1.2 retry periods")
         if self.retry_period <= 0:
             raise ValueError("the retry period must be positive")
-
-
-class LeaseApi(Protocol):
-    """What the elector needs from the Kubernetes API (see kube.KubeClient).
-
-    Failed preconditions raise an exception with ``status == 409``.
-    """
-
-    async def get_object(
-        self, path: str, *, timeout: float | None = ..., retries: int = ...
-    ) -> Any: ...
-
-    async def create_object(
-        self, path: str, body: Mapping[str, Any], *, timeout: float | None = ..., retries: int = ...
-    ) -> Any: ...
-
-    async def replace_object(
-        self, path: str, body: Mapping[str, Any], *, timeout: float | None = ..., retries: int = ...
-    ) -> Any: ...
 
 
 def make_identity(hostname: str | None = None) -> str:
@@ -173,17 +157,12 @@ def released(record: LeaseRecord, now: datetime) -> LeaseRecord:
     return LeaseRecord("", 1, stamp, stamp, record.transitions)
 
 
-def _status_of(exc: BaseException) -> int | None:
-    status = getattr(exc, "status", None)
-    return status if isinstance(status, int) else None
-
-
 class LeaderElector:
     """Runs the election loop; calls ``on_started_leading`` / ``on_stopped_leading`` on transitions."""
 
     def __init__(
         self,
-        api: LeaseApi,
+        api: KubeApi,
         *,
         namespace: str,
         name: str,
@@ -211,11 +190,11 @@ class LeaderElector:
 
     @property
     def path(self) -> str:
-        return f"/apis/{LEASE_API_VERSION}/namespaces/{self.namespace}/leases/{self.name}"
+        return object_path(LEASE_API_VERSION, "leases", self.namespace, self.name)
 
     @property
     def _collection(self) -> str:
-        return f"/apis/{LEASE_API_VERSION}/namespaces/{self.namespace}/leases"
+        return object_path(LEASE_API_VERSION, "leases", self.namespace)
 
     @property
     def _request_timeout(self) -> float:
@@ -292,16 +271,11 @@ class LeaderElector:
                 return await self._try_acquire_or_renew()
         except asyncio.CancelledError:
             raise
+        except Conflict:
+            logger.debug("Lease %s: another replica wrote first", self._label)
+            return False
         except Exception as exc:
-            status = _status_of(exc)
-            if status == 409:
-                logger.debug("Lease %s: another replica wrote first", self._label)
-            else:
-                logger.warning(
-                    "Lease %s could not be read or written: %s",
-                    self._label,
-                    f"HTTP {status}" if status else type(exc).__name__,
-                )
+            logger.warning("Lease %s could not be read or written: %s", self._label, describe(exc))
             return False
 
     async def _try_acquire_or_renew(self) -> bool:

@@ -22,9 +22,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from warehouse_operator import metrics
+from warehouse_operator.kube.errors import Forbidden, describe
+from warehouse_operator.kube.port import KubeApi
 from warehouse_operator.models import TEST_REQUESTED_ANNOTATION, ProbeResult, Reason, parse_duration
 from warehouse_operator.probe import EgressPolicy, run_test, warm_up
 from warehouse_operator.status import Event, compute_status, merge_patch, pending_status
@@ -38,18 +40,6 @@ ROUTINE = 1
 BACKOFF_BASE = 5.0
 JITTER = 0.1
 _MISSING = object()
-
-
-class Api(Protocol):
-    """What the scheduler needs from the Kubernetes API (see kube.KubeClient)."""
-
-    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Any: ...
-
-    async def get_secret_data(self, namespace: str, name: str) -> dict[str, Any] | None: ...
-
-    async def post_event(
-        self, namespace: str, name: str, uid: str | None, type_: str, reason: str, message: str
-    ) -> None: ...
 
 
 class SecretUnreadable(Exception):
@@ -148,7 +138,7 @@ def jittered(delay: float) -> float:
 class Scheduler:
     def __init__(
         self,
-        api: Api,
+        api: KubeApi,
         *,
         max_concurrent: int = 50,
         default_interval: float = 300.0,
@@ -630,9 +620,6 @@ class Scheduler:
 
 
 def _api_failure(exc: Exception) -> str:
-    status = getattr(exc, "status", None)
-    if status == 403 or type(exc).__name__ == "SecretForbidden":
+    if isinstance(exc, Forbidden):
         return "the operator is not allowed to read Secrets in this namespace"
-    if status is not None:
-        return f"the Kubernetes API answered HTTP {status}"
-    return f"the Kubernetes API could not be reached ({type(exc).__name__})"
+    return describe(exc)

@@ -42,7 +42,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
 from cryptography import x509
@@ -54,11 +54,13 @@ from prometheus_client import Counter
 
 from warehouse_operator.inuse import (
     InUseKind,
-    ListingApi,
     allows_delete_in_use,
     format_users,
     list_users,
 )
+from warehouse_operator.kube.errors import Conflict, describe
+from warehouse_operator.kube.paths import CONNECTIONS, connection_path, object_path
+from warehouse_operator.kube.port import KubeApi
 from warehouse_operator.metrics import REGISTRY
 from warehouse_operator.models import (
     ALLOW_DELETE_IN_USE_ANNOTATION,
@@ -66,7 +68,6 @@ from warehouse_operator.models import (
     GROUP,
     KIND,
     PLURAL,
-    VERSION,
 )
 
 logger = logging.getLogger(__name__)
@@ -171,43 +172,12 @@ def _is_connection(request: Mapping[str, Any]) -> bool:
 # --- lookups (the API) ---------------------------------------------------------------------------
 
 
-class ObjectsApi(ListingApi, Protocol):
-    """What admission and the certificates need from the Kubernetes API (see kube.KubeClient)."""
-
-    async def get_object(
-        self, path: str, *, timeout: float | None = ..., retries: int = ...
-    ) -> Any: ...
-
-    async def create_object(
-        self, path: str, body: Mapping[str, Any], *, timeout: float | None = ..., retries: int = ...
-    ) -> Any: ...
-
-    async def replace_object(
-        self, path: str, body: Mapping[str, Any], *, timeout: float | None = ..., retries: int = ...
-    ) -> Any: ...
-
-    async def patch_object(
-        self,
-        path: str,
-        patch: Any,
-        *,
-        content_type: str = ...,
-        timeout: float | None = ...,
-        retries: int = ...,
-    ) -> Any: ...
-
-
-def _collection(group_version: str, plural: str, namespace: str) -> str:
-    root = f"/apis/{group_version}" if "/" in group_version else f"/api/{group_version}"
-    return f"{root}/namespaces/{namespace}/{plural}"
-
-
 class Admission:
     """Answers AdmissionReviews, reading what it needs from the API."""
 
     def __init__(
         self,
-        api: ObjectsApi,
+        api: KubeApi,
         *,
         in_use_kinds: Sequence[InUseKind],
         one_connection_per_namespace: bool,
@@ -224,7 +194,7 @@ class Admission:
         refusal then stands: the users are known)."""
         try:
             body = await self.api.get_object(
-                f"/api/v1/namespaces/{namespace}", timeout=LOOKUP_TIMEOUT, retries=1
+                object_path("v1", "namespaces", name=namespace), timeout=LOOKUP_TIMEOUT, retries=1
             )
         except Exception as exc:
             logger.debug("namespace %s could not be read: %s", namespace, type(exc).__name__)
@@ -244,7 +214,7 @@ class Admission:
             old = request.get("oldObject")
             if not isinstance(old, Mapping):
                 old = await self.api.get_object(
-                    _collection(f"{GROUP}/{VERSION}", PLURAL, namespace) + f"/{name}",
+                    connection_path(namespace, name),
                     timeout=LOOKUP_TIMEOUT,
                     retries=1,
                 )
@@ -264,7 +234,7 @@ class Admission:
             meta.setdefault("name", name)
             obj["metadata"] = meta
             listing = await self.api.list_objects(
-                _collection(f"{GROUP}/{VERSION}", PLURAL, namespace),
+                object_path(CONNECTIONS, PLURAL, namespace),
                 timeout=LOOKUP_TIMEOUT,
                 retries=1,
             )
@@ -284,8 +254,7 @@ class Admission:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            status = getattr(exc, "status", None)
-            cause = f"the Kubernetes API answered HTTP {status}" if status else type(exc).__name__
+            cause = describe(exc)
             logger.warning(
                 "admission of %s %s/%s failed: %s",
                 operation,
@@ -635,9 +604,7 @@ class SelfSignedOptions:
 class SelfSignedCertificates:
     """A CA and serving certificate of our own, shared by the replicas through a Secret."""
 
-    def __init__(
-        self, api: ObjectsApi, serving: ServingContext, options: SelfSignedOptions
-    ) -> None:
+    def __init__(self, api: KubeApi, serving: ServingContext, options: SelfSignedOptions) -> None:
         self.api = api
         self.serving = serving
         self.options = options
@@ -647,7 +614,7 @@ class SelfSignedCertificates:
 
     @property
     def _secret_path(self) -> str:
-        return f"/api/v1/namespaces/{self.options.namespace}/secrets/{self.options.secret_name}"
+        return object_path("v1", "secrets", self.options.namespace, self.options.secret_name)
 
     async def ensure(self) -> CertificateBundle:
         """A usable bundle in the Secret (made or renewed here if needed), loaded for serving."""
@@ -689,12 +656,12 @@ class SelfSignedCertificates:
                     await self.api.replace_object(self._secret_path, body, timeout=LOOKUP_TIMEOUT)
                 else:
                     await self.api.create_object(
-                        self._secret_path.rsplit("/", 1)[0], body, timeout=LOOKUP_TIMEOUT
+                        object_path("v1", "secrets", self.options.namespace),
+                        body,
+                        timeout=LOOKUP_TIMEOUT,
                     )
-            except Exception as exc:
-                if getattr(exc, "status", None) == 409:
-                    continue  # another replica wrote it first: use theirs
-                raise
+            except Conflict:
+                continue  # another replica wrote it first: use theirs
             self.rotations += 1
             logger.info(
                 "webhook certificate %s in Secret %s/%s",
@@ -766,10 +733,9 @@ class SelfSignedCertificates:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                status = getattr(exc, "status", None)
                 logger.warning(
                     "webhook certificate check failed (%s); trying again in %gs",
-                    f"HTTP {status}" if status else type(exc).__name__,
+                    describe(exc),
                     self.options.check_interval,
                 )
 
@@ -788,7 +754,7 @@ class WebhookServer:
         host: str = "0.0.0.0",
         cert_dir: str = "",
         self_signed: SelfSignedOptions | None = None,
-        api: ObjectsApi | None = None,
+        api: KubeApi | None = None,
         poll_interval: float = 5.0,
     ) -> None:
         if not cert_dir and (self_signed is None or api is None):

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import os
 import random
-import re
 import ssl
 import tempfile
 from collections.abc import Callable, Mapping
@@ -23,7 +21,9 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from warehouse_operator.models import GROUP, KIND, PLURAL, VERSION
+from warehouse_operator.kube.errors import Conflict, api_error
+from warehouse_operator.kube.paths import connection_path, is_dns_subdomain, object_path
+from warehouse_operator.models import GROUP, KIND, VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -45,20 +45,6 @@ class ConnectionInfoLike(Protocol):
     certificate_data: Any
     private_key_path: Any
     private_key_data: Any
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"HTTP {status}: {message}")
-        self.status = status
-
-
-class ConflictError(ApiError):
-    """HTTP 409: a resourceVersion precondition failed, or the object already exists."""
-
-
-class SecretForbidden(Exception):
-    """The operator's service account may not read Secrets in that namespace."""
 
 
 def _as_bytes(value: Any) -> bytes:
@@ -157,7 +143,7 @@ class KubeClient:
         conflict_fails: bool = False,
         accept: str | None = None,
     ) -> Any:
-        """One API call. ``conflict_fails``: a 409 raises ConflictError at once (optimistic
+        """One API call. ``conflict_fails``: a 409 raises ``Conflict`` at once (optimistic
         concurrency: the caller decides what a lost race means) instead of being retried."""
         delay = 0.2
         relogged = False
@@ -183,17 +169,15 @@ class KubeClient:
                         continue
                     if resp.status < 400:
                         return await resp.json(content_type=None)
-                    text = (await resp.text())[:300]
-                    if resp.status == 409 and conflict_fails:
-                        raise ConflictError(resp.status, text)
-                    if resp.status == 403:
-                        raise ApiError(resp.status, text)
-                    if resp.status not in (409, 429) and resp.status < 500:
-                        raise ApiError(resp.status, text)
+                    error = api_error(resp.status, (await resp.text())[:300])
+                    if isinstance(error, Conflict) and conflict_fails:
+                        raise error
+                    if not isinstance(error, Conflict) and resp.status != 429 and resp.status < 500:
+                        raise error
                     retry_after = resp.headers.get("Retry-After", "")
                     if retry_after.isdigit():
                         delay = max(delay, min(float(retry_after), 10.0))
-                    failure: Exception = ApiError(resp.status, text)
+                    failure: Exception = error
             except (aiohttp.ClientError, TimeoutError) as exc:
                 failure = exc
             if attempt == retries:
@@ -205,29 +189,36 @@ class KubeClient:
 
     # --- the calls ----------------------------------------------------------------------------
 
-    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Any:
-        """Merge-patch the status subresource; None when the object is gone."""
-        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status"
+    async def patch_status(
+        self,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        *,
+        resource_version: str | None = None,
+    ) -> Any:
+        """Merge-patch the status subresource; None when the object is gone. With
+        ``resource_version`` the patch is conditional (``Conflict`` when the object changed)."""
+        body: dict[str, Any] = {"status": dict(status)}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         return await self._request(
             "PATCH",
-            path,
-            json_body={"status": dict(status)},
+            connection_path(namespace, name, "status"),
+            json_body=body,
             content_type="application/merge-patch+json",
             not_found_ok=True,
+            conflict_fails=resource_version is not None,
         )
 
     async def get_secret_data(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The Secret's ``data``; None when it does not exist (or its name could not exist)."""
+        """The Secret's ``data``; None when it does not exist (or its name could not exist);
+        ``Forbidden`` when the operator may not read Secrets there."""
         if not (is_dns_subdomain(namespace) and is_dns_subdomain(name)):
             return None  # never a path: "../other-namespace/secrets/x" must not go anywhere
-        try:
-            body = await self._request(
-                "GET", f"/api/v1/namespaces/{namespace}/secrets/{name}", not_found_ok=True
-            )
-        except ApiError as exc:
-            if exc.status == 403:
-                raise SecretForbidden(namespace) from None
-            raise
+        body = await self._request(
+            "GET", object_path("v1", "secrets", namespace, name), not_found_ok=True
+        )
         if body is None:
             return None
         data = body.get("data") if isinstance(body, dict) else None
@@ -266,7 +257,7 @@ class KubeClient:
             "lastTimestamp": now,
             "count": 1,
         }
-        await self._request("POST", f"/api/v1/namespaces/{namespace}/events", json_body=body)
+        await self._request("POST", object_path("v1", "events", namespace), json_body=body)
 
     # --- generic object calls (leader election, admission, finalizers) ----------------------------
 
@@ -297,7 +288,7 @@ class KubeClient:
         timeout: float | None = None,
         retries: int = RETRIES,
     ) -> Any:
-        """POST to a collection; ConflictError when the name is taken."""
+        """POST to a collection; ``Conflict`` when the name is taken."""
         return await self._request(
             "POST",
             path,
@@ -315,7 +306,7 @@ class KubeClient:
         timeout: float | None = None,
         retries: int = RETRIES,
     ) -> Any:
-        """PUT; with ``metadata.resourceVersion`` in ``body`` a stale write raises ConflictError."""
+        """PUT; with ``metadata.resourceVersion`` in ``body`` a stale write raises ``Conflict``."""
         return await self._request(
             "PUT", path, json_body=dict(body), timeout=timeout, retries=retries, conflict_fails=True
         )
@@ -329,7 +320,7 @@ class KubeClient:
         timeout: float | None = None,
         retries: int = RETRIES,
     ) -> Any:
-        """PATCH; None when the object is gone, ConflictError when a precondition failed."""
+        """PATCH; None when the object is gone, ``Conflict`` when a precondition failed."""
         return await self._request(
             "PATCH",
             path,
@@ -342,156 +333,11 @@ class KubeClient:
         )
 
 
-def object_path(
-    group_version: str, plural: str, namespace: str | None = None, name: str | None = None
-) -> str:
-    """The API path of a collection or an object: ``apps/v1`` -> ``/apis/apps/v1/...``, ``v1`` -> ``/api/v1/...``."""
-    root = f"/apis/{group_version}" if "/" in group_version else f"/api/{group_version}"
-    path = f"{root}/namespaces/{namespace}/{plural}" if namespace else f"{root}/{plural}"
-    return f"{path}/{name}" if name else path
-
-
-SERVICE_ACCOUNT_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-
-
-def pod_namespace(environ: Mapping[str, str] | None = None) -> str:
-    """The operator's own namespace: POD_NAMESPACE (downward API), else the service account's,
-    else ``default`` (running outside a cluster)."""
-    environ = os.environ if environ is None else environ
-    if environ.get("POD_NAMESPACE"):
-        return environ["POD_NAMESPACE"]
-    try:
-        with open(SERVICE_ACCOUNT_NAMESPACE_FILE, encoding="utf-8") as handle:
-            found = handle.read().strip()
-    except OSError:
-        found = ""
-    return found or "default"
-
-
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-
-
-def is_dns_subdomain(value: str) -> bool:
-    """A valid Kubernetes object name (RFC 1123 subdomain): safe as one URL path segment."""
-    return len(value) <= 253 and _DNS_SUBDOMAIN.fullmatch(value) is not None
-
-
 def _headers(has_body: bool, content_type: str, accept: str | None) -> dict[str, str] | None:
     headers = {"Content-Type": content_type} if has_body else {}
     if accept:
         headers["Accept"] = accept
     return headers or None
-
-
-# Secrets are watched as metadata only: the operator never receives, parses or holds the data of
-# Secrets it does not use (Helm keeps ~100 KB release Secrets in every namespace it touches).
-PARTIAL_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
-PARTIAL_ONE = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
-LIST_PAGE = 500
-WATCH_SECONDS = 290
-
-
-class SecretMetadataWatch:
-    """List and watch Secrets' metadata (name, namespace, resourceVersion) and report changes.
-
-    ``on_list(keys)`` is called after each complete listing with the (namespace, name,
-    resourceVersion) of every Secret; ``on_event(type, namespace, name, resourceVersion)`` for
-    each ADDED / MODIFIED / DELETED after it. A watch that ends is resumed from the last
-    resourceVersion; one the server no longer holds (410 Gone) is replaced by a new listing.
-    """
-
-    def __init__(
-        self,
-        client: KubeClient,
-        namespace: str | None,
-        on_list: Callable[[list[tuple[str, str, str]]], None],
-        on_event: Callable[[str, str, str, str], None],
-    ) -> None:
-        self.client = client
-        self.path = f"/api/v1/namespaces/{namespace}/secrets" if namespace else "/api/v1/secrets"
-        self.on_list = on_list
-        self.on_event = on_event
-        self.listings = 0
-
-    async def run(self) -> None:
-        delay = 1.0
-        while True:
-            try:
-                version: str | None = await self._list()
-                delay = 1.0
-                while version is not None:
-                    version = await self._watch(version)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the API is away: try again, never give up
-                logger.warning(
-                    "watching Secrets at %s failed (%s); retrying", self.path, _describe(exc)
-                )
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 30.0)
-
-    async def _list(self) -> str:
-        found: list[tuple[str, str, str]] = []
-        token = ""
-        while True:
-            params = {"limit": str(LIST_PAGE)} | ({"continue": token} if token else {})
-            body = await self.client._request("GET", self.path, params=params, accept=PARTIAL_LIST)
-            for item in body.get("items") or []:
-                meta = item.get("metadata") or {}
-                found.append(
-                    (
-                        str(meta.get("namespace", "")),
-                        str(meta.get("name", "")),
-                        str(meta.get("resourceVersion", "")),
-                    )
-                )
-            meta = body.get("metadata") or {}
-            token = meta.get("continue") or ""
-            if not token:
-                self.listings += 1
-                self.on_list(found)
-                return str(meta.get("resourceVersion", ""))
-
-    async def _watch(self, version: str) -> str | None:
-        """Follow one watch request; the version to resume from, or None to list again."""
-        session = await self.client._ensure()
-        params = {
-            "watch": "true",
-            "allowWatchBookmarks": "true",
-            "timeoutSeconds": str(WATCH_SECONDS),
-            "resourceVersion": version,
-        }
-        timeout = aiohttp.ClientTimeout(total=WATCH_SECONDS + 30, sock_read=WATCH_SECONDS + 30)
-        async with session.get(
-            self.client._server + self.path,
-            params=params,
-            headers={"Accept": PARTIAL_ONE},
-            timeout=timeout,
-        ) as resp:
-            if resp.status == 410:
-                return None
-            if resp.status >= 400:
-                raise ApiError(resp.status, (await resp.text())[:300])
-            async for line in resp.content:
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                kind = event.get("type")
-                obj = event.get("object") or {}
-                meta = obj.get("metadata") or {}
-                if kind == "ERROR":
-                    return None if obj.get("code") == 410 else version
-                version = str(meta.get("resourceVersion") or version)
-                if kind in ("ADDED", "MODIFIED", "DELETED"):
-                    self.on_event(
-                        kind, str(meta.get("namespace", "")), str(meta.get("name", "")), version
-                    )
-        return version
-
-
-def _describe(exc: Exception) -> str:
-    status = getattr(exc, "status", None)
-    return f"HTTP {status}" if status is not None else type(exc).__name__
 
 
 def _write_private(path: str, data: bytes) -> None:

@@ -96,7 +96,7 @@ class Provider(Protocol):
     driver_modules: tuple[str, ...]  # imported lazily: see ``load_driver``
 
     def parse_credentials(self, spec: ConnectionSpec, secret: SecretData) -> Any:
-        """Typed credentials from the Secret (pure, no I/O), or raise CredentialError."""
+        """Typed credentials from the Secret (pure, no I/O), or raise ProbeFailure."""
         ...
 
     def destinations(self, spec: ConnectionSpec, credentials: Any) -> list[Destination]:

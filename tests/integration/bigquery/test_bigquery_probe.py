@@ -390,18 +390,25 @@ async def test_silent_token_endpoint_times_out(
     )
 
 
-async def test_threads_held_by_abandoned_calls_fail_new_tests_fast(
-    bigquery_world: BigQueryWorld,
-) -> None:
-    """With every worker thread held by a call nobody waits for any more (its test timed out),
-    another test is refused at once, as ProviderError: its server was never contacted."""
-    world = bigquery_world
+def one_thread_provider(
+    world: BigQueryWorld,
+) -> tuple[BlockingCallRunner[Any], BigQueryProvider, Any, Any]:
+    """A provider whose runner has a single worker thread, and a healthy spec and key for it."""
     runner = BlockingCallRunner[Any](1, "bigquery-test", "BigQuery")
     provider = BigQueryProvider(runner=runner)
     spec = parse_spec(world.spec())
     credentials = provider.parse_credentials(
         spec, SecretData("bigquery-key", world.secret(world.reader))
     )
+    return runner, provider, spec, credentials
+
+
+async def test_threads_held_by_abandoned_calls_fail_new_tests_fast(
+    bigquery_world: BigQueryWorld,
+) -> None:
+    """With every worker thread held by a call nobody waits for any more (its test timed out),
+    another test is refused at once, as ProviderError: its server was never contacted."""
+    runner, provider, spec, credentials = one_thread_provider(bigquery_world)
     release = threading.Event()
     with pytest.raises(ProbeFailure):  # a driver call that outlives its deadline
         await runner.run(lambda: release.wait(10), deadline=time.monotonic() + 0.1)
@@ -428,13 +435,7 @@ async def test_a_busy_thread_is_waited_for_within_the_budget(
     bigquery_world: BigQueryWorld,
 ) -> None:
     """A thread busy with a live call is not a reason to refuse: the test waits for it."""
-    world = bigquery_world
-    runner = BlockingCallRunner[Any](1, "bigquery-test", "BigQuery")
-    provider = BigQueryProvider(runner=runner)
-    spec = parse_spec(world.spec())
-    credentials = provider.parse_credentials(
-        spec, SecretData("bigquery-key", world.secret(world.reader))
-    )
+    runner, provider, spec, credentials = one_thread_provider(bigquery_world)
     release = threading.Event()
     busy = asyncio.create_task(runner.run(lambda: release.wait(10), deadline=time.monotonic() + 5))
     while not runner.busy:

@@ -15,57 +15,10 @@ the probe: operators without Snowflake connections do not pay its import time an
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-from warehouse_operator.models import ConnectionSpec
-from warehouse_operator.providers.base import Destination, ProbeSuccess, Resolved, Stages
-from warehouse_operator.providers.blocking import BlockingCallRunner
-from warehouse_operator.providers.snowflake import credentials as _credentials
-from warehouse_operator.providers.snowflake import probe as _probe
-from warehouse_operator.providers.snowflake import target as _target
 from warehouse_operator.providers.snowflake.credentials import SnowflakeCredentials
-from warehouse_operator.secrets import SecretData
+from warehouse_operator.providers.snowflake.probe import SnowflakeProvider
 
 __all__ = ["PROVIDER", "SnowflakeCredentials", "SnowflakeProvider"]
-
-
-class SnowflakeProvider:
-    name = "snowflake"
-    aliases: tuple[str, ...] = ()
-    driver_modules: tuple[str, ...] = ("snowflake.connector",)
-
-    def __init__(self, runner: BlockingCallRunner[Any] | None = None) -> None:
-        self.runner = runner or BlockingCallRunner(
-            _probe.WORKER_THREADS, "snowflake-probe", "Snowflake"
-        )
-
-    def parse_credentials(self, spec: ConnectionSpec, secret: SecretData) -> SnowflakeCredentials:
-        return _credentials.parse_credentials(_target.snowflake_spec(spec), secret)
-
-    def destinations(
-        self, spec: ConnectionSpec, credentials: SnowflakeCredentials
-    ) -> list[Destination]:
-        return _target.destinations(spec)
-
-    def backend_key(self, block: Mapping[str, Any]) -> str:
-        return _target.backend_key(block)
-
-    def stage_order(self) -> list[str]:
-        return ["connect", "authenticate", "role", "database", "warehouse", "query"]
-
-    async def probe(
-        self,
-        spec: ConnectionSpec,
-        credentials: SnowflakeCredentials,
-        *,
-        timeout: float,
-        stages: Stages,
-        resolved: Resolved | None = None,
-    ) -> ProbeSuccess:
-        return await _probe.probe(
-            self.runner, spec, credentials, timeout=timeout, stages=stages, resolved=resolved
-        )
 
 
 PROVIDER = SnowflakeProvider()

@@ -7,15 +7,18 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from warehouse_operator.models import ConnectionSpec, ProbeFailure, Reason, SnowflakeSpec
 from warehouse_operator.providers import network
-from warehouse_operator.providers.base import ProbeSuccess, Resolved, Stages, ms_since
+from warehouse_operator.providers.base import Destination, ProbeSuccess, Resolved, Stages, ms_since
 from warehouse_operator.providers.blocking import BlockingCallRunner
 from warehouse_operator.providers.snowflake.classify import Classified, LoginContext, classify_error
-from warehouse_operator.providers.snowflake.credentials import SnowflakeCredentials
+from warehouse_operator.providers.snowflake.credentials import (
+    SnowflakeCredentials,
+    parse_credentials,
+)
 from warehouse_operator.providers.snowflake.driver import (
     close,
     connect_params,
@@ -26,10 +29,13 @@ from warehouse_operator.providers.snowflake.driver import (
 )
 from warehouse_operator.providers.snowflake.target import (
     SnowflakeTarget,
+    backend_key,
+    destinations,
     proxy_for,
     snowflake_spec,
     target_of,
 )
+from warehouse_operator.secrets import SecretData
 
 T = TypeVar("T")
 
@@ -66,91 +72,114 @@ async def _check_reachable(
     return f"reached {target} ({target.protocol})"
 
 
-async def probe(
-    runner: BlockingCallRunner[Any],
-    spec: ConnectionSpec,
-    credentials: SnowflakeCredentials,
-    *,
-    timeout: float,
-    stages: Stages,
-    resolved: Resolved | None = None,
-) -> ProbeSuccess:
-    deadline = time.monotonic() + timeout
-    sf = snowflake_spec(spec)
-    target = target_of(sf)
-    ctx = LoginContext(
-        user=credentials.username,
-        target=target,
-        role=sf.role,
-        database=sf.database,
-        schema=sf.schema_,
-        warehouse=sf.warehouse,
-        fingerprint=credentials.public_key_fingerprint,
-    )
-    with stages.stage("connect") as note:
-        note.message = await _check_reachable(
-            target, deadline, (resolved or {}).get(target.host, ())
-        )
+class SnowflakeProvider:
+    name = "snowflake"
+    aliases: tuple[str, ...] = ()
+    driver_modules: tuple[str, ...] = ("snowflake.connector",)
 
-    # the same words as run_test's own timeout, which may fire at the same moment
-    overrun = f"no answer within testTimeout ({spec.test_timeout})"
-    prepare_connector_import()
-    params = connect_params(sf, credentials, target, deadline - time.monotonic())
-    started = time.monotonic()
-    try:
-        conn = await runner.run(
-            functools.partial(open_connection, params, credentials.private_key_der),
-            deadline=deadline,
-            overrun=overrun,
-            cleanup=close,
-        )
-    except ProbeFailure as failure:  # no worker thread for it, or no answer in time
-        stages.failed("authenticate", failure.message, ms_since(started))
-        raise
-    except Exception as exc:
-        failed = classify_error(exc, ctx, during="authenticate")
-        _record_login_failure(stages, failed, sf, ms_since(started))
-        raise ProbeFailure(failed.reason, failed.message) from None
+    def __init__(self, runner: BlockingCallRunner[Any] | None = None) -> None:
+        self.runner = runner or BlockingCallRunner(WORKER_THREADS, "snowflake-probe", "Snowflake")
 
-    try:
-        _record_login(stages, sf, conn, credentials, ms_since(started))
-        state = None
-        if sf.warehouse:
-            with stages.stage("warehouse") as note:
-                state = await _query(
+    def parse_credentials(self, spec: ConnectionSpec, secret: SecretData) -> SnowflakeCredentials:
+        return parse_credentials(snowflake_spec(spec), secret)
+
+    def destinations(
+        self, spec: ConnectionSpec, credentials: SnowflakeCredentials
+    ) -> list[Destination]:
+        return destinations(spec)
+
+    def backend_key(self, block: Mapping[str, Any]) -> str:
+        return backend_key(block)
+
+    def stage_order(self) -> list[str]:
+        return ["connect", "authenticate", "role", "database", "warehouse", "query"]
+
+    async def probe(
+        self,
+        spec: ConnectionSpec,
+        credentials: SnowflakeCredentials,
+        *,
+        timeout: float,
+        stages: Stages,
+        resolved: Resolved | None = None,
+    ) -> ProbeSuccess:
+        runner = self.runner
+        deadline = time.monotonic() + timeout
+        sf = snowflake_spec(spec)
+        target = target_of(sf)
+        ctx = LoginContext(
+            user=credentials.username,
+            target=target,
+            role=sf.role,
+            database=sf.database,
+            schema=sf.schema_,
+            warehouse=sf.warehouse,
+            fingerprint=credentials.public_key_fingerprint,
+        )
+        with stages.stage("connect") as note:
+            note.message = await _check_reachable(
+                target, deadline, (resolved or {}).get(target.host, ())
+            )
+
+        # the same words as run_test's own timeout, which may fire at the same moment
+        overrun = f"no answer within testTimeout ({spec.test_timeout})"
+        prepare_connector_import()
+        params = connect_params(sf, credentials, target, deadline - time.monotonic())
+        started = time.monotonic()
+        try:
+            conn = await runner.run(
+                functools.partial(open_connection, params, credentials.private_key_der),
+                deadline=deadline,
+                overrun=overrun,
+                cleanup=close,
+            )
+        except ProbeFailure as failure:  # no worker thread for it, or no answer in time
+            stages.failed("authenticate", failure.message, ms_since(started))
+            raise
+        except Exception as exc:
+            failed = classify_error(exc, ctx, during="authenticate")
+            _record_login_failure(stages, failed, sf, ms_since(started))
+            raise ProbeFailure(failed.reason, failed.message) from None
+
+        try:
+            _record_login(stages, sf, conn, credentials, ms_since(started))
+            state = None
+            if sf.warehouse:
+                with stages.stage("warehouse") as note:
+                    state = await _query(
+                        runner,
+                        functools.partial(warehouse_state, conn, sf.warehouse),
+                        ctx,
+                        deadline,
+                        overrun,
+                        "warehouse",
+                    )
+                    if state is None:
+                        raise ProbeFailure(
+                            Reason.NOT_FOUND,
+                            f"warehouse {sf.warehouse!r} does not exist or not authorized "
+                            "(SHOW WAREHOUSES does not list it for the session's role)",
+                        )
+                    note.message = _warehouse_message(sf.warehouse, state)
+            else:
+                stages.skipped("warehouse", "no warehouse in spec")
+            with stages.stage("query") as note:
+                version = await _query(
                     runner,
-                    functools.partial(warehouse_state, conn, sf.warehouse),
+                    functools.partial(current_version, conn),
                     ctx,
                     deadline,
                     overrun,
-                    "warehouse",
+                    "query",
                 )
-                if state is None:
-                    raise ProbeFailure(
-                        Reason.NOT_FOUND,
-                        f"warehouse {sf.warehouse!r} does not exist or not authorized "
-                        "(SHOW WAREHOUSES does not list it for the session's role)",
-                    )
-                note.message = _warehouse_message(sf.warehouse, state)
-        else:
-            stages.skipped("warehouse", "no warehouse in spec")
-        with stages.stage("query") as note:
-            version = await _query(
-                runner,
-                functools.partial(current_version, conn),
-                ctx,
-                deadline,
-                overrun,
-                "query",
-            )
-            note.message = f"SELECT CURRENT_VERSION() returned {version}"
-    finally:
-        runner.detach(functools.partial(close, conn))
-    return ProbeSuccess(
-        server_version=f"Snowflake {version}",
-        public_key_fingerprint=credentials.public_key_fingerprint,
-        warehouse_state=state,
-    )
+                note.message = f"SELECT CURRENT_VERSION() returned {version}"
+        finally:
+            runner.detach(functools.partial(close, conn))
+        return ProbeSuccess(
+            server_version=f"Snowflake {version}",
+            public_key_fingerprint=credentials.public_key_fingerprint,
+            warehouse_state=state,
+        )
 
 
 async def _query(

@@ -66,6 +66,19 @@ _STALLED_REASONS = frozenset(
 )
 
 
+class ProbeFailure(Exception):
+    """A test failed for a known reason: unusable credentials, a refused login, no answer...
+
+    ``message`` is shown to users: it names fields and keys, never their values (and is
+    redacted again before it is shown). Raised from the Secret parsing up to the providers.
+    """
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
 class Phase(StrEnum):
     PENDING = "Pending"
     CONNECTED = "Connected"

@@ -23,19 +23,14 @@ from warehouse_operator.models import (
     CheckResult,
     ConnectionSpec,
     InvalidSpecError,
+    ProbeFailure,
     ProbeResult,
     Reason,
     parse_spec,
 )
-from warehouse_operator.providers import REGISTRY, get_provider
-from warehouse_operator.providers.base import (
-    Destination,
-    ProbeFailure,
-    Stages,
-    driver_loaded,
-    load_driver,
-)
-from warehouse_operator.secrets import CredentialError, SecretData
+from warehouse_operator.providers import REGISTRY, get_provider, network
+from warehouse_operator.providers.base import Destination, Stages, driver_loaded, load_driver
+from warehouse_operator.secrets import SecretData
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -107,16 +102,14 @@ async def check_destinations(
     """
     resolved: dict[str, list[str]] = {}
     for dest in destinations:
+        where = f"the {dest.what} host {dest.host}"
         try:
             addresses = await resolve(dest.host, dest.port, timeout)
         except TimeoutError:
-            raise ProbeFailure(
-                Reason.TIMEOUT, f"resolving the {dest.what} host {dest.host} timed out"
-            ) from None
+            raise ProbeFailure(Reason.TIMEOUT, network.resolution_timed_out(where)) from None
         except OSError:
-            raise ProbeFailure(
-                Reason.UNREACHABLE, f"the {dest.what} host {dest.host} could not be resolved (DNS)"
-            ) from None
+            # getaddrinfo's errors carry no socket-level cause: a failure here is always DNS
+            raise ProbeFailure(Reason.UNREACHABLE, network.unresolvable(where)) from None
         denied = [a for a in addresses if not policy.permits(a)]
         if denied:
             raise ProbeFailure(
@@ -273,8 +266,6 @@ async def _parse_credentials(
     job = loop.run_in_executor(_credential_pool, provider.parse_credentials, spec, secret)
     try:
         return await asyncio.wait_for(asyncio.shield(job), timeout=max(timeout, 0.001))
-    except CredentialError as exc:
-        raise ProbeFailure(exc.reason, exc.message) from None
     except TimeoutError:
         raise ProbeFailure(
             Reason.TIMEOUT,

@@ -12,16 +12,7 @@ import binascii
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from warehouse_operator.models import Reason
-
-
-class CredentialError(Exception):
-    """Credentials cannot be used. ``message`` is safe to show: it names keys, never values."""
-
-    def __init__(self, reason: Reason, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
+from warehouse_operator.models import ProbeFailure, Reason
 
 
 class SecretData:
@@ -61,14 +52,14 @@ class SecretData:
         if raw is None:
             return None
         if not isinstance(raw, str):
-            raise CredentialError(
+            raise ProbeFailure(
                 Reason.INVALID_CREDENTIALS,
                 f"key {key!r} of Secret {self.secret_name!r} is not a base64 string",
             )
         try:
             value = base64.b64decode(raw, validate=True)
         except (binascii.Error, ValueError):
-            raise CredentialError(
+            raise ProbeFailure(
                 Reason.INVALID_CREDENTIALS,
                 f"key {key!r} of Secret {self.secret_name!r} is not valid base64",
             ) from None
@@ -88,7 +79,7 @@ class SecretData:
         value = self.optional_bytes(*logical)
         if value is None:
             names = " or ".join(repr(self._data_key(n)) for n in logical)
-            raise CredentialError(
+            raise ProbeFailure(
                 Reason.SECRET_KEY_MISSING,
                 f"Secret {self.secret_name!r} has no non-empty key {names}",
             )
@@ -105,7 +96,7 @@ class SecretData:
         try:
             return value.decode("utf-8")
         except UnicodeDecodeError:
-            raise CredentialError(
+            raise ProbeFailure(
                 Reason.INVALID_CREDENTIALS,
                 f"key {self._data_key(logical)!r} of Secret {self.secret_name!r} is not UTF-8 text",
             ) from None

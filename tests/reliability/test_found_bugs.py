@@ -32,7 +32,7 @@ from tests.support.faulty_servers import (
 from warehouse_operator.kube import KubeClient
 from warehouse_operator.models import CheckResult, ProbeResult, Reason
 from warehouse_operator.probe import EgressPolicy, run_test
-from warehouse_operator.providers.snowflake import MAX_KDF_COST
+from warehouse_operator.providers.snowflake.keys import MAX_KDF_COST
 from warehouse_operator.scheduler import Scheduler
 
 

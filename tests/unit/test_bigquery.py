@@ -1,11 +1,10 @@
 """The BigQuery provider's pure parts: key parsing, endpoints, dataset names, error classification,
-the bounded pool and the deadline-bound transport. No server: exceptions are built the way the
+and the deadline-bound transport. No server: exceptions are built the way the
 google libraries, requests and urllib3 build them."""
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from typing import Any
 
@@ -18,24 +17,22 @@ from google.api_core import exceptions as core
 from google.auth import exceptions as auth
 
 from tests.support.bigquery_keys import ServiceAccount, new_service_account
-from warehouse_operator.models import Reason, parse_spec
-from warehouse_operator.providers.base import ProbeFailure
-from warehouse_operator.providers.bigquery import (
-    PROVIDER,
-    BoundedExecutor,
-    Deadline,
-    PoolSaturated,
+from warehouse_operator.models import ProbeFailure, Reason, parse_spec
+from warehouse_operator.providers.bigquery import PROVIDER
+from warehouse_operator.providers.bigquery.calls import (
     UnexpectedAnswer,
     _credentials_class,
     _DeadlineRequest,
-    api_endpoint,
+)
+from warehouse_operator.providers.bigquery.classify import (
     classify_api_error,
     classify_token_error,
     classify_transport_error,
-    dataset_reference,
-    parse_service_account_key,
 )
-from warehouse_operator.secrets import CredentialError, SecretData
+from warehouse_operator.providers.bigquery.credentials import parse_service_account_key
+from warehouse_operator.providers.bigquery.target import api_endpoint, dataset_reference
+from warehouse_operator.providers.blocking import Deadline
+from warehouse_operator.secrets import SecretData
 
 EMAIL = "etl@proj.iam.gserviceaccount.com"
 TOKEN_URI = "https://oauth2.googleapis.com/token"
@@ -134,7 +131,7 @@ def _encrypted(account: ServiceAccount) -> str:
 def test_bad_fields_are_named_without_their_values(
     account: ServiceAccount, changes: dict[str, Any], expected: str
 ) -> None:
-    with pytest.raises(CredentialError) as caught:
+    with pytest.raises(ProbeFailure) as caught:
         parse_service_account_key(key_bytes(account, **changes), "sa")
     assert caught.value.reason is Reason.INVALID_CREDENTIALS
     assert expected in caught.value.message
@@ -143,14 +140,14 @@ def test_bad_fields_are_named_without_their_values(
 
 
 def test_encrypted_key_is_refused(account: ServiceAccount) -> None:
-    with pytest.raises(CredentialError) as caught:
+    with pytest.raises(ProbeFailure) as caught:
         parse_service_account_key(key_bytes(account, private_key=_encrypted(account)), "sa")
     assert "'private_key' that is encrypted" in caught.value.message
 
 
 def test_non_rsa_key_is_refused(account: ServiceAccount) -> None:
     ec_key = _pkcs8(ec.generate_private_key(ec.SECP256R1()))
-    with pytest.raises(CredentialError) as caught:
+    with pytest.raises(ProbeFailure) as caught:
         parse_service_account_key(key_bytes(account, private_key=ec_key), "sa")
     assert "'private_key' that is not an RSA key" in caught.value.message
 
@@ -165,7 +162,7 @@ def test_non_rsa_key_is_refused(account: ServiceAccount) -> None:
     ],
 )
 def test_unusable_documents_are_invalid_credentials(raw: bytes, expected: str) -> None:
-    with pytest.raises(CredentialError) as caught:
+    with pytest.raises(ProbeFailure) as caught:
         parse_service_account_key(raw, "sa")
     assert caught.value.reason is Reason.INVALID_CREDENTIALS
     assert expected in caught.value.message
@@ -178,7 +175,7 @@ def test_provider_reads_the_logical_key_and_honours_remapping(account: ServiceAc
     assert PROVIDER.parse_credentials(spec(), plain).client_email == EMAIL
     remapped = SecretData.from_plain("sa", {"gcp.json": raw}, {"service_account.json": "gcp.json"})
     assert PROVIDER.parse_credentials(spec(), remapped).client_email == EMAIL
-    with pytest.raises(CredentialError) as caught:
+    with pytest.raises(ProbeFailure) as caught:
         PROVIDER.parse_credentials(spec(), SecretData.from_plain("sa", {"other": raw}))
     assert caught.value.reason is Reason.SECRET_KEY_MISSING
 
@@ -283,12 +280,15 @@ def test_dns_failure_and_tls_failure() -> None:
     dns = requests.exceptions.ConnectionError(socket.gaierror(-2, "Name or service not known"))
     assert classify_transport_error(dns, "BigQuery API", "h:1") == (
         Reason.UNREACHABLE,
-        "cannot reach the BigQuery API at h:1: its name does not resolve",
+        "cannot reach the BigQuery API at h:1: its name could not be resolved (DNS)",
     )
     tls = requests.exceptions.SSLError(ssl.SSLCertVerificationError(1, "certificate verify failed"))
     reason, message = classify_transport_error(tls, "BigQuery API", "h:1") or (None, "")
     assert reason is Reason.TLS_ERROR
-    assert "certificate verify failed" in message
+    assert (
+        message
+        == "TLS with the BigQuery API at h:1 failed: the server's certificate did not verify"
+    )
 
 
 def test_reset_connection_is_unreachable() -> None:
@@ -407,39 +407,7 @@ def test_unexpected_answer_and_other_errors_are_provider_errors() -> None:
     assert "RuntimeError: boom" in message
 
 
-# --- the bounded pool, the deadline, the credentials class -------------------------------------
-
-
-def test_pool_refuses_work_when_every_thread_is_busy() -> None:
-    pool = BoundedExecutor(2, "test-pool")
-    release = threading.Event()
-    first = pool.submit(release.wait, 5)
-    second = pool.submit(release.wait, 5)
-    assert pool.busy == 2
-    with pytest.raises(PoolSaturated):
-        pool.submit(time.sleep, 0)
-    release.set()
-    assert first.result(timeout=5) is True
-    assert second.result(timeout=5) is True
-    deadline = time.monotonic() + 5
-    while pool.busy and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert pool.busy == 0
-    assert pool.submit(lambda: 42).result(timeout=5) == 42
-
-
-def test_pool_frees_the_slot_of_failed_work() -> None:
-    pool = BoundedExecutor(1, "test-pool")
-
-    def boom() -> None:
-        raise RuntimeError("boom")
-
-    with pytest.raises(RuntimeError):
-        pool.submit(boom).result(timeout=5)
-    deadline = time.monotonic() + 5
-    while pool.busy and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert pool.submit(lambda: "ok").result(timeout=5) == "ok"
+# --- the deadline, the credentials class -------------------------------------
 
 
 class RecordingTransport:

@@ -10,7 +10,10 @@ import psycopg
 import pytest
 
 from warehouse_operator.models import PostgresSpec, Reason
-from warehouse_operator.providers.postgres import classify_connect_error, classify_query_error
+from warehouse_operator.providers.postgres.classify import (
+    classify_connect_error,
+    classify_query_error,
+)
 
 PREFIX = 'connection failed: connection to server at "127.0.0.1", port 5432 failed: '
 
@@ -101,7 +104,7 @@ def test_messages_drop_libpq_prefix_and_severity_and_keep_detail() -> None:
         "(User does not have CONNECT privilege.)"
     )
     _, message = classify(operational(REFUSED))
-    assert message == "cannot reach 127.0.0.1:5432: Connection refused"
+    assert message == "cannot reach 127.0.0.1:5432: connection refused"
     _, message = classify(operational(WRONG_HOST))
     assert message == (
         'TLS with 127.0.0.1:5432 failed: server certificate for "localhost" does not match '
@@ -175,7 +178,7 @@ def test_several_addresses_all_refused() -> None:
     text = multiple_attempts(REFUSED, ("::1", REFUSED_V6), ("127.0.0.1", REFUSED))
     reason, message = classify(operational(text))
     assert reason is Reason.UNREACHABLE
-    assert message == "cannot reach 127.0.0.1:5432: Connection refused"
+    assert message == "cannot reach 127.0.0.1:5432: connection refused"
 
 
 def test_query_errors() -> None:

@@ -2,8 +2,8 @@ import base64
 
 import pytest
 
-from warehouse_operator.models import Reason
-from warehouse_operator.secrets import CredentialError, SecretData
+from warehouse_operator.models import ProbeFailure, Reason
+from warehouse_operator.secrets import SecretData
 
 
 def b64(text: str | bytes) -> str:
@@ -29,7 +29,7 @@ def test_key_mapping_reads_other_data_keys() -> None:
 
 def test_missing_and_empty_keys_are_secret_key_missing() -> None:
     secret = SecretData("db", {"username": b64("app"), "password": ""})
-    with pytest.raises(CredentialError) as err:
+    with pytest.raises(ProbeFailure) as err:
         secret.require_text("password")
     assert err.value.reason is Reason.SECRET_KEY_MISSING
     assert "'password'" in err.value.message
@@ -38,7 +38,7 @@ def test_missing_and_empty_keys_are_secret_key_missing() -> None:
 
 def test_mapped_missing_key_names_the_data_key() -> None:
     secret = SecretData("db", {}, {"password": "PGPASS"})
-    with pytest.raises(CredentialError, match="PGPASS"):
+    with pytest.raises(ProbeFailure, match="PGPASS"):
         secret.require_text("password")
 
 
@@ -46,18 +46,18 @@ def test_mapped_missing_key_names_the_data_key() -> None:
 def test_malformed_values(raw: object) -> None:
     secret = SecretData("db", {"password": raw})
     if raw is None:
-        with pytest.raises(CredentialError) as err:
+        with pytest.raises(ProbeFailure) as err:
             secret.require_text("password")
         assert err.value.reason is Reason.SECRET_KEY_MISSING
     else:
-        with pytest.raises(CredentialError) as err:
+        with pytest.raises(ProbeFailure) as err:
             secret.require_text("password")
         assert err.value.reason is Reason.INVALID_CREDENTIALS
 
 
 def test_binary_value_is_not_text() -> None:
     secret = SecretData("db", {"password": b64(b"\xff\xfe\x00")})
-    with pytest.raises(CredentialError) as err:
+    with pytest.raises(ProbeFailure) as err:
         secret.require_text("password")
     assert err.value.reason is Reason.INVALID_CREDENTIALS
 

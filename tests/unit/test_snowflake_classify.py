@@ -22,12 +22,9 @@ from snowflake.connector.vendored.requests import exceptions as requests_errors
 from snowflake.connector.vendored.urllib3 import exceptions as urllib3_errors
 
 from warehouse_operator.models import Reason
-from warehouse_operator.providers.snowflake import (
-    LoginContext,
-    SnowflakeTarget,
-    classify_error,
-    exception_chain,
-)
+from warehouse_operator.providers.network import exception_chain
+from warehouse_operator.providers.snowflake.classify import LoginContext, classify_error
+from warehouse_operator.providers.snowflake.target import SnowflakeTarget
 
 TARGET = SnowflakeTarget("myorg-acct.snowflakecomputing.com", 443, "https")
 CTX = LoginContext(

@@ -13,17 +13,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 
-from warehouse_operator.models import Reason, parse_spec
-from warehouse_operator.providers.snowflake import (
-    PROVIDER,
-    SnowflakeCredentials,
-    SnowflakeTarget,
-    connect_params,
-    identifier,
-    load_private_key,
-    target_of,
-)
-from warehouse_operator.secrets import CredentialError, SecretData
+from warehouse_operator.models import ProbeFailure, Reason, parse_spec
+from warehouse_operator.providers.snowflake import PROVIDER, SnowflakeCredentials
+from warehouse_operator.providers.snowflake.driver import connect_params
+from warehouse_operator.providers.snowflake.keys import load_private_key
+from warehouse_operator.providers.snowflake.target import SnowflakeTarget, identifier, target_of
+from warehouse_operator.secrets import SecretData
 
 PASSPHRASE = b"correct horse battery staple"
 PEM = serialization.Encoding.PEM
@@ -104,7 +99,7 @@ def test_ec_keys_are_accepted() -> None:
 )
 def test_key_types_snowflake_cannot_use_are_invalid(make: Any) -> None:
     pem = make().private_bytes(PEM, PKCS8, PLAIN)
-    with pytest.raises(CredentialError) as caught:
+    with pytest.raises(ProbeFailure) as caught:
         load_private_key(pem, None, "sf")
     assert caught.value.reason is Reason.INVALID_CREDENTIALS
     assert "needs an RSA key" in caught.value.message
@@ -140,7 +135,7 @@ def test_unusable_keys_are_invalid_credentials_without_echoing_the_key(
     elif pem == "truncated":
         full = rsa_key.private_bytes(PEM, PKCS8, PLAIN).splitlines()
         pem = b"\n".join(full[:5] + full[-1:])
-    with pytest.raises(CredentialError) as caught:
+    with pytest.raises(ProbeFailure) as caught:
         load_private_key(pem, passphrase, "sf-key")
     assert caught.value.reason is Reason.INVALID_CREDENTIALS
     assert expected in caught.value.message
@@ -207,7 +202,7 @@ def test_key_pair_credentials_carry_der_and_fingerprint_and_hide_the_key(
     ],
 )
 def test_missing_secret_keys(auth: str, values: dict[str, str], missing: str) -> None:
-    with pytest.raises(CredentialError) as caught:
+    with pytest.raises(ProbeFailure) as caught:
         PROVIDER.parse_credentials(spec(authMethod=auth), SecretData.from_plain("sf", values))
     assert caught.value.reason is Reason.SECRET_KEY_MISSING
     assert missing in caught.value.message

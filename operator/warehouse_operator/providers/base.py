@@ -15,17 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from warehouse_operator.models import Check, CheckResult, ConnectionSpec, Reason
+from warehouse_operator.models import Check, CheckResult, ConnectionSpec, ProbeFailure
 from warehouse_operator.secrets import SecretData
-
-
-class ProbeFailure(Exception):
-    """A test failed for a known reason. ``message`` is shown to users (redacted again later)."""
-
-    def __init__(self, reason: Reason, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -75,12 +66,12 @@ class Stages:
         try:
             yield note
         except ProbeFailure as exc:
-            self.failed(name, exc.message, _ms_since(started))
+            self.failed(name, exc.message, ms_since(started))
             raise
         except BaseException:
-            self.failed(name, "interrupted", _ms_since(started))
+            self.failed(name, "interrupted", ms_since(started))
             raise
-        self.passed(name, note.message, _ms_since(started))
+        self.passed(name, note.message, ms_since(started))
 
     def names(self) -> set[str]:
         return {c.name for c in self.checks}
@@ -93,7 +84,7 @@ class StageNote:
     message: str = ""
 
 
-def _ms_since(started: float) -> int:
+def ms_since(started: float) -> int:
     return round((time.monotonic() - started) * 1000)
 
 
@@ -101,10 +92,11 @@ class Provider(Protocol):
     """What the registry holds for each provider name."""
 
     name: str
+    aliases: tuple[str, ...]  # other names ``spec.provider`` may give it
     driver_modules: tuple[str, ...]  # imported lazily: see ``load_driver``
 
     def parse_credentials(self, spec: ConnectionSpec, secret: SecretData) -> Any:
-        """Typed credentials from the Secret (pure, no I/O), or raise CredentialError."""
+        """Typed credentials from the Secret (pure, no I/O), or raise ProbeFailure."""
         ...
 
     def destinations(self, spec: ConnectionSpec, credentials: Any) -> list[Destination]:
@@ -128,6 +120,11 @@ class Provider(Protocol):
 
         Must not block the event loop. Raises ProbeFailure on a classified failure.
         """
+        ...
+
+    def backend_key(self, block: Mapping[str, Any]) -> str:
+        """Which backend the provider's block of a raw (possibly invalid) spec names, as a
+        URL-like key (``postgres://host:port``); lenient, never raises."""
         ...
 
     def stage_order(self) -> list[str]:

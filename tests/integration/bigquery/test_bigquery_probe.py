@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import json
+import threading
 import time
 from collections.abc import Awaitable
+from typing import Any
 
 import pytest
 
 from tests.support.bigquery_emulator import RefusingPort, SilentListener
 from tests.support.bigquery_token import GOOGLE_TOKEN_AUDIENCE, TokenEndpoint
-from warehouse_operator.models import CheckResult, ProbeResult, Reason, parse_spec
+from warehouse_operator.models import CheckResult, ProbeFailure, ProbeResult, Reason, parse_spec
 from warehouse_operator.probe import run_test
-from warehouse_operator.providers.base import ProbeFailure, Stages
-from warehouse_operator.providers.bigquery import BigQueryProvider, BoundedExecutor
+from warehouse_operator.providers.base import Stages
+from warehouse_operator.providers.bigquery import BigQueryProvider
+from warehouse_operator.providers.blocking import BlockingCallRunner
 from warehouse_operator.secrets import SecretData
 
 from .conftest import DATASET, EU_DATASET, PROJECT, RESTRICTED_DATASET, BigQueryWorld
@@ -388,28 +390,57 @@ async def test_silent_token_endpoint_times_out(
     )
 
 
-async def test_saturated_pool_fails_fast_instead_of_piling_up(
-    bigquery_world: BigQueryWorld, silent_endpoint: SilentListener
-) -> None:
-    """With every worker thread stuck on a silent endpoint, another test is refused at once."""
-    world = bigquery_world
-    provider = BigQueryProvider(executor=BoundedExecutor(1, "bigquery-test"))
+def one_thread_provider(
+    world: BigQueryWorld,
+) -> tuple[BlockingCallRunner[Any], BigQueryProvider, Any, Any]:
+    """A provider whose runner has a single worker thread, and a healthy spec and key for it."""
+    runner = BlockingCallRunner[Any](1, "bigquery-test", "BigQuery")
+    provider = BigQueryProvider(runner=runner)
     spec = parse_spec(world.spec())
     credentials = provider.parse_credentials(
         spec, SecretData("bigquery-key", world.secret(world.reader))
     )
-    stuck_credentials = dataclasses.replace(
-        credentials, token_uri=f"{silent_endpoint.base_url}/token"
-    )
+    return runner, provider, spec, credentials
 
-    stuck = asyncio.create_task(provider.probe(spec, stuck_credentials, timeout=1, stages=Stages()))
-    await asyncio.sleep(0.2)  # the stuck test holds the only thread now
+
+async def test_threads_held_by_abandoned_calls_fail_new_tests_fast(
+    bigquery_world: BigQueryWorld,
+) -> None:
+    """With every worker thread held by a call nobody waits for any more (its test timed out),
+    another test is refused at once, as ProviderError: its server was never contacted."""
+    runner, provider, spec, credentials = one_thread_provider(bigquery_world)
+    release = threading.Event()
+    with pytest.raises(ProbeFailure):  # a driver call that outlives its deadline
+        await runner.run(lambda: release.wait(10), deadline=time.monotonic() + 0.1)
+    assert runner.abandoned == 1
+
     started = time.monotonic()
+    stages = Stages()
     with pytest.raises(ProbeFailure) as refused:
-        await provider.probe(spec, credentials, timeout=1, stages=Stages())
+        await provider.probe(spec, credentials, timeout=1, stages=stages)
     assert time.monotonic() - started < 0.1
     assert refused.value.reason is Reason.PROVIDER_ERROR
-    assert "all 1 BigQuery worker threads are still waiting" in refused.value.message
-    with pytest.raises(ProbeFailure) as timed_out:
-        await stuck
-    assert timed_out.value.reason is Reason.TIMEOUT
+    assert "all 1 BigQuery worker threads are still held" in refused.value.message
+    assert stages.checks[0].name == "authenticate"
+    assert stages.checks[0].result is CheckResult.FAILED
+
+    release.set()
+    while runner.busy:
+        await asyncio.sleep(0.01)
+    success = await provider.probe(spec, credentials, timeout=5, stages=Stages())
+    assert success.server_version
+
+
+async def test_a_busy_thread_is_waited_for_within_the_budget(
+    bigquery_world: BigQueryWorld,
+) -> None:
+    """A thread busy with a live call is not a reason to refuse: the test waits for it."""
+    runner, provider, spec, credentials = one_thread_provider(bigquery_world)
+    release = threading.Event()
+    busy = asyncio.create_task(runner.run(lambda: release.wait(10), deadline=time.monotonic() + 5))
+    while not runner.busy:
+        await asyncio.sleep(0.01)
+    asyncio.get_running_loop().call_later(0.2, release.set)
+    success = await provider.probe(spec, credentials, timeout=5, stages=Stages())
+    assert success.server_version
+    assert await busy is True

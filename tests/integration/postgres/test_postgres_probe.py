@@ -235,7 +235,7 @@ async def test_refused_port(pg_plain: PostgresServer) -> None:
         connection_spec(pg_plain.postgres_spec(port=unused_port())), pg_plain.secret_data()
     )
     assert_failed_at(result, Reason.UNREACHABLE, "connect", pg_plain.password)
-    assert "Connection refused" in result.message
+    assert "connection refused" in result.message
 
 
 @pytest.mark.parametrize(("test_timeout", "seconds"), [("1s", 1.0), ("2500ms", 2.5)])

@@ -31,6 +31,7 @@ from tests.support.snowflake_testbed import (
 from warehouse_operator.models import CheckResult, ProbeResult, Reason
 from warehouse_operator.probe import run_test
 from warehouse_operator.providers import snowflake as snowflake_provider
+from warehouse_operator.providers.blocking import BlockingCallRunner
 
 pytestmark = pytest.mark.integration
 
@@ -426,8 +427,8 @@ async def test_silent_endpoint_times_out_without_delaying_a_healthy_test(
 async def test_threads_held_by_hung_logins_fail_new_tests_fast_then_recover(
     snowflake_front: StrictSnowflakeFront, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    runner = snowflake_provider.BlockingCallRunner[Any](1, "snowflake-test")
-    monkeypatch.setattr(snowflake_provider, "_RUNNER", runner)
+    runner = BlockingCallRunner[Any](1, "snowflake-test", "Snowflake")
+    monkeypatch.setattr(snowflake_provider.PROVIDER, "runner", runner)
     with silent_listener() as port:
         # Given up on from outside after 0.3 s (as run_test's own timeout does it: by
         # cancelling the probe), while the driver's login waits up to its 2 s timeouts.
@@ -439,8 +440,8 @@ async def test_threads_held_by_hung_logins_fail_new_tests_fast_then_recover(
         started = time.monotonic()
         refused = await run_test(analyst_spec(snowflake_front), password_secret())
         assert time.monotonic() - started < 0.5
-        assert refused.reason is Reason.TIMEOUT
-        assert "worker threads are still held" in refused.message
+        assert refused.reason is Reason.PROVIDER_ERROR  # its server was never contacted
+        assert "all 1 Snowflake worker threads are still held" in refused.message
         assert check(refused, "authenticate")[0] is CheckResult.FAILED
 
         # the driver gives up within its own timeouts, and the thread is free again
@@ -456,8 +457,8 @@ async def test_a_hung_key_pair_login_frees_its_thread_within_the_budget(
     registered_key: KeyMaterial, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The connector's key-pair login waits 10 s per request unless held to the budget."""
-    runner = snowflake_provider.BlockingCallRunner[Any](1, "snowflake-test")
-    monkeypatch.setattr(snowflake_provider, "_RUNNER", runner)
+    runner = BlockingCallRunner[Any](1, "snowflake-test", "Snowflake")
+    monkeypatch.setattr(snowflake_provider.PROVIDER, "runner", runner)
     with silent_listener() as port:
         started = time.monotonic()
         result = await run_test(

@@ -113,8 +113,17 @@ class RecordingApi:
         return self.objects[key]
 
     def _store(self, key: Key, status: dict[str, Any]) -> None:
-        meta = {"namespace": key[0], "name": key[1], "resourceVersion": str(next(self._versions))}
-        self.objects[key] = {"metadata": meta, "status": status}
+        old = self.objects.get(key) or {"metadata": {"namespace": key[0], "name": key[1]}}
+        meta = {**old["metadata"], "resourceVersion": str(next(self._versions))}
+        self.objects[key] = {**old, "metadata": meta, "status": status}
+
+    def add(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Store an object (a new resourceVersion); the object as stored (its watch event)."""
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        self.objects[key] = copy.deepcopy(dict(body))
+        self._store(key, dict(body.get("status") or {}))
+        return copy.deepcopy(self.objects[key])
 
     def write_as_other(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         """Another writer merge-patches the status; the object as it is now (a watch event)."""

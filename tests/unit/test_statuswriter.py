@@ -66,7 +66,8 @@ async def test_a_conflicting_write_reads_once_merges_and_lands() -> None:
     api.write_as_other("ns", "a", {"conditions": [READY, BLOCKED]})  # its event not seen yet
     written = await writer.write(KEY, SCHEDULER, {"phase": "Connected", "conditions": [READY]})
     assert written is not None
-    assert api.conflicts == 1 and len(api.object_reads) == 1
+    assert api.conflicts == 1
+    assert len(api.object_reads) == 1
     assert api.objects[KEY]["status"] == {"phase": "Connected", "conditions": [READY, BLOCKED]}
 
 
@@ -115,7 +116,8 @@ async def test_a_late_echo_of_our_own_write_does_not_take_the_cache_back() -> No
     await writer.write(KEY, SCHEDULER, {"phase": "Connected"})  # conflicts: "x" is not current
     writer.observe(echo_of_first)
     assert writer.status(KEY)["phase"] == "Connected"
-    assert api.conflicts == 1 and len(api.object_reads) == 1
+    assert api.conflicts == 1
+    assert len(api.object_reads) == 1
     # someone else's change is adopted at once
     writer.observe(api.write_as_other("ns", "a", {"conditions": [BLOCKED]}))
     assert types(writer.status(KEY)) == ["DeletionBlocked"]
@@ -146,7 +148,8 @@ async def test_a_result_written_while_a_deletion_is_held_keeps_the_condition() -
         stored = api.objects[KEY]["status"]
         assert types(stored) == ["Ready", "Reconciling", "Stalled", "DeletionBlocked"]
         assert stored["lastHandledTestRequest"] == "r1"
-        assert api.conflicts == 0 and api.object_reads == []
+        assert api.conflicts == 0
+        assert api.object_reads == []
     finally:
         await s.stop()
 
@@ -166,6 +169,7 @@ async def test_steady_state_costs_one_write_per_test_and_no_read() -> None:
             s.observe(echo, "MODIFIED")
         assert len(api.results) == 6
         assert len(api.patches) == len(api.results) + len(api.pending_of())
-        assert api.conflicts == 0 and api.object_reads == []
+        assert api.conflicts == 0
+        assert api.object_reads == []
     finally:
         await s.stop()

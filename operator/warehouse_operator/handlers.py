@@ -140,7 +140,11 @@ def build_registry(runtime: Runtime) -> kopf.OperatorRegistry:
             )
             runtime.secret_watches.append(asyncio.create_task(watch.run()))
         if runtime.in_use_kinds:
-            runtime.in_use = inuse.InUseController(runtime.client, runtime.in_use_kinds)
+            runtime.in_use = inuse.InUseController(
+                runtime.client,
+                runtime.in_use_kinds,
+                status_writer=runtime.scheduler.status_writer,  # one writer of status
+            )
             runtime.in_use.start(leading=not conf.leader_elect)
         if conf.leader_elect:
             runtime.elector = leader.LeaderElector(

@@ -10,8 +10,10 @@ the users, and one Warning event. The annotation ``warehouse-operator.io/allow-d
 "true"`` turns the protection off for that connection.
 
 The decisions are pure functions (``plan``); ``InUseController`` applies them, one connection at
-a time, with the ``resourceVersion`` it last saw as a precondition (a conflict means a newer
-version is on its way through the watch, and the decision is made again then). Who uses what
+a time: finalizers with the ``resourceVersion`` it last saw as a precondition (a conflict means a
+newer version is on its way through the watch, and the decision is made again then), the
+``DeletionBlocked`` condition through the status writer shared with the scheduler, which owns
+the rest of the status. Who uses what
 is known from the watches (``UsersIndex``: every event of the in-use kinds, so that a removed
 label is seen too); before protection is taken away or a held deletion is reported, the users
 are read from the API (``list_users``), so a watch that has not listed everything yet, or
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +36,7 @@ from warehouse_operator.kube.paths import connection_path, object_path
 from warehouse_operator.kube.port import KubeApi
 from warehouse_operator.models import ALLOW_DELETE_IN_USE_ANNOTATION, CONNECTION_LABEL, GROUP
 from warehouse_operator.status import condition
+from warehouse_operator.statuswriter import Owner, StatusWriter
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +44,7 @@ FINALIZER = f"{GROUP}/in-use"
 BLOCKED_CONDITION = "DeletionBlocked"
 BLOCKED_REASON = "InUse"
 USERS_SHOWN = 10
+OWNER = Owner("in-use", frozenset({BLOCKED_CONDITION}))  # of the status: this condition only
 
 Key = tuple[str, str]  # (namespace, connection name)
 
@@ -309,8 +314,16 @@ def blocked_conditions(view: ConnectionView, message: str, now: datetime) -> lis
 class InUseController:
     """Keeps the in-use finalizer in step with the users; only while this replica leads."""
 
-    def __init__(self, api: KubeApi, kinds: Sequence[InUseKind]) -> None:
+    def __init__(
+        self,
+        api: KubeApi,
+        kinds: Sequence[InUseKind],
+        *,
+        status_writer: StatusWriter | None = None,
+    ) -> None:
+        """``status_writer``: the one the other writers of status use (the scheduler's)."""
         self.api = api
+        self.status_writer = status_writer or StatusWriter(api)
         self.kinds = tuple(kinds)
         self.index = UsersIndex()
         self.connections: dict[Key, ConnectionView] = {}
@@ -347,6 +360,7 @@ class InUseController:
 
     def observe_connection(self, body: Mapping[str, Any], event_type: str | None) -> None:
         view = ConnectionView.from_body(body)
+        self.status_writer.observe(body, event_type)
         if event_type == "DELETED":
             self.connections.pop(view.key, None)
             self._pending.pop(view.key, None)
@@ -415,8 +429,10 @@ class InUseController:
         if todo.finalizers is not None:
             fin_patch = {"metadata": {**precondition, "finalizers": list(todo.finalizers)}}
             response = await self._patch(path, fin_patch)
-            if isinstance(response, Mapping) and self.connections.get(key) is view:
-                self.connections[key] = ConnectionView.from_body(response)
+            if isinstance(response, Mapping):
+                self.status_writer.observe(response)  # its version is the latest one
+                if self.connections.get(key) is view:
+                    self.connections[key] = ConnectionView.from_body(response)
             if response is not None:
                 logger.info(
                     "%s/%s: %s the %s finalizer (%s)",
@@ -431,17 +447,18 @@ class InUseController:
                 )
         if todo.blocked is not None:
             conditions = blocked_conditions(view, todo.blocked, datetime.now(UTC))
-            patch: dict[str, Any] = {
-                "metadata": precondition,
-                "status": {"conditions": conditions},
-            }
-            response = await self._patch(path + "/status", patch)
-            if response is None:
-                return
-            if isinstance(response, Mapping) and self.connections.get(key) is view:
-                self.connections[key] = ConnectionView.from_body(response)
+            written = await self.status_writer.write(key, OWNER, {"conditions": conditions})
+            if written is None:
+                return  # gone
+            self.writes += 1
+            if self.connections.get(key) is view:
+                self.connections[key] = dataclasses.replace(
+                    view,
+                    resource_version=self.status_writer.version(key) or view.resource_version,
+                    conditions=tuple(written.get("conditions") or ()),
+                )
             if self._reported.get(key) == todo.blocked:
-                return  # the condition was put back (a status write dropped it): no news
+                return  # reported before (written again after a conflict or a restart): no news
             self._reported[key] = todo.blocked
             logger.info("%s/%s: %s", *key, todo.blocked)
             with contextlib.suppress(Exception):  # an event is worth less than the status

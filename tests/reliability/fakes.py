@@ -1,26 +1,39 @@
 """Stand-ins for what surrounds the code under test: a recording Kubernetes API, a network audit.
 
 Neither replaces any part of the operator: the scheduler, ``run_test``, the providers and the
-drivers run as they do in production. ``RecordingApi`` sits where ``kube.KubeClient`` sits
-(the scheduler's ``Api`` protocol); ``NetworkAudit`` only watches, through Python's audit hooks.
+drivers run as they do in production. ``RecordingApi`` (``tests.support.fake_kube``) sits where
+``kube.KubeClient`` sits (the ``kube.KubeApi`` port); ``NetworkAudit`` only watches, through
+Python's audit hooks.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from hypothesis import HealthCheck, Phase, settings
 
+from tests.support.encoding import b64
+from tests.support.fake_kube import Patch, PostedEvent, RecordingApi
 from warehouse_operator.probe import EgressPolicy
+
+__all__ = [
+    "DENY_ALL",
+    "NetworkAudit",
+    "Patch",
+    "PostedEvent",
+    "RecordingApi",
+    "b64",
+    "fuzz",
+    "wait_until",
+]
 
 # No test in this suite sends a packet beyond 127.0.0.1: where a test needs no server, its
 # egress policy denies every address, so the most a valid spec can reach is DestinationDenied.
@@ -47,65 +60,6 @@ def fuzz(max_examples: int, *, shrink: bool = True) -> settings:
             HealthCheck.function_scoped_fixture,
         ],
     )
-
-
-def b64(value: str | bytes) -> str:
-    return base64.b64encode(value.encode() if isinstance(value, str) else value).decode()
-
-
-@dataclass
-class Patch:
-    namespace: str
-    name: str
-    status: dict[str, Any]
-    at: float
-
-
-@dataclass
-class PostedEvent:
-    namespace: str
-    name: str
-    type: str
-    reason: str
-    message: str
-    at: float
-
-
-@dataclass
-class RecordingApi:
-    """The scheduler's view of Kubernetes, recording every call.
-
-    ``secrets`` maps (namespace, name) to a Secret's ``data``. Objects named in ``gone`` answer
-    status writes as deleted objects do (None).
-    """
-
-    secrets: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    gone: set[tuple[str, str]] = field(default_factory=set)
-    patches: list[Patch] = field(default_factory=list)
-    events: list[PostedEvent] = field(default_factory=list)
-    secret_reads: list[tuple[str, str]] = field(default_factory=list)
-
-    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Any:
-        if (namespace, name) in self.gone:
-            return None
-        self.patches.append(Patch(namespace, name, dict(status), time.monotonic()))
-        return {"status": dict(status)}
-
-    async def get_secret_data(self, namespace: str, name: str) -> dict[str, Any] | None:
-        self.secret_reads.append((namespace, name))
-        data = self.secrets.get((namespace, name))
-        return dict(data) if data is not None else None
-
-    async def post_event(
-        self, namespace: str, name: str, uid: str | None, type_: str, reason: str, message: str
-    ) -> None:
-        self.events.append(PostedEvent(namespace, name, type_, reason, message, time.monotonic()))
-
-    def patches_of(self, namespace: str, name: str) -> list[Patch]:
-        return [p for p in self.patches if (p.namespace, p.name) == (namespace, name)]
-
-    def written(self) -> set[tuple[str, str]]:
-        return {(p.namespace, p.name) for p in self.patches}
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.01) -> bool:

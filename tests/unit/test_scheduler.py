@@ -5,52 +5,15 @@ what is exercised here is *when* tests run and what gets written, not how a data
 """
 
 import asyncio
-import base64
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
+from tests.support.encoding import b64
+from tests.support.fake_kube import RecordingApi
 from warehouse_operator.probe import EgressPolicy
 from warehouse_operator.scheduler import Scheduler, backoff_delay
-
-
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
-
-
-class RecordingApi:
-    def __init__(self) -> None:
-        self.patches: list[tuple[str, str, dict[str, Any]]] = []
-        self.pending: list[str] = []
-        self.order: list[tuple[str, Any]] = []
-        self.events: list[tuple[str, str, str]] = []
-        self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
-        self.secret_reads = 0
-        self.gone: set[str] = set()
-
-    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Any:
-        if name in self.gone:
-            return None
-        self.order.append((name, status.get("phase")))
-        if status.get("phase") == "Pending":
-            self.pending.append(name)  # the one write of a new object before its first test
-            return {"status": dict(status)}
-        self.patches.append((namespace, name, dict(status)))
-        return {"status": dict(status)}
-
-    async def get_secret_data(self, namespace: str, name: str) -> dict[str, Any] | None:
-        self.secret_reads += 1
-        return self.secrets.get((namespace, name))
-
-    async def post_event(
-        self, namespace: str, name: str, uid: str | None, type_: str, reason: str, message: str
-    ) -> None:
-        self.events.append((name, type_, reason))
-
-    def reasons(self, name: str) -> list[str]:
-        return [p[2]["reason"] for p in self.patches if p[1] == name]
-
 
 DENY_LOOPBACK = EgressPolicy.from_cidrs([], ["127.0.0.0/8"])
 
@@ -108,8 +71,8 @@ async def test_new_connection_is_tested_once_with_one_write(sched: Any) -> None:
     s.observe(body("a"), "ADDED")
     await settle()
     assert api.reasons("a") == ["SecretNotFound"]
-    assert api.events == [("a", "Warning", "SecretNotFound")]
-    assert api.secret_reads == 1
+    assert api.told() == [("a", "Warning", "SecretNotFound")]
+    assert len(api.secret_reads) == 1
 
 
 async def test_new_connection_says_pending_first_and_never_after(sched: Any) -> None:
@@ -117,9 +80,9 @@ async def test_new_connection_says_pending_first_and_never_after(sched: Any) -> 
     for i in range(20):
         s.observe(body(f"n{i}"), "ADDED")
     await settle(0.5)
-    assert api.pending  # new connections are announced as Pending ...
+    assert api.pending_of()  # new connections are announced as Pending ...
     for i in range(20):
-        phases = [phase for name, phase in api.order if name == f"n{i}"]
+        phases = [p.status.get("phase") for p in api.results if p.name == f"n{i}"]
         # ... unless the result came first; a Pending write never lands after a result
         assert phases in (["Pending", "Failed"], ["Failed"])
 
@@ -138,18 +101,18 @@ async def test_known_connection_gets_no_pending_write(sched: Any) -> None:
         None,
     )
     await settle()
-    assert api.pending == []
-    assert len(api.patches) == 1
+    assert api.pending_of() == []
+    assert len(api.results) == 1
 
 
 async def test_status_echo_does_not_retest(sched: Any) -> None:
     s, api = sched
     s.observe(body("a"), "ADDED")
     await settle()
-    written = api.patches[-1][2]
+    written = api.results[-1].status
     s.observe(body("a", status=written), "MODIFIED")
     await settle()
-    assert len(api.patches) == 1
+    assert len(api.results) == 1
 
 
 async def test_secret_creation_and_change_retest_only_its_users(sched: Any) -> None:
@@ -169,7 +132,7 @@ async def test_secret_creation_and_change_retest_only_its_users(sched: Any) -> N
     # a Secret nobody references is neither tested for nor kept
     s.observe_secret("ns", "unrelated", {"big": b64("x" * 1000)})
     await settle()
-    assert ("ns", "unrelated") not in s._secrets
+    assert not s.secrets.holds(("ns", "unrelated"))
     # deletion of the used Secret is a change
     s.observe_secret("ns", "db", None)
     await settle()
@@ -192,8 +155,8 @@ async def test_cached_secret_is_not_read_again(sched: Any) -> None:
         "MODIFIED",
     )
     await settle()
-    assert api.secret_reads == 1
-    assert len(api.patches) == 2
+    assert len(api.secret_reads) == 1
+    assert len(api.results) == 2
 
 
 async def test_annotation_requests_a_test_once(sched: Any) -> None:
@@ -206,12 +169,12 @@ async def test_annotation_requests_a_test_once(sched: Any) -> None:
     s.observe(annotated, "MODIFIED")
     s.observe(annotated, "MODIFIED")
     await settle()
-    assert len(api.patches) == 2
-    assert api.patches[-1][2]["lastHandledTestRequest"] == "2026-01-01T00:00:00Z"
-    annotated["status"] = api.patches[-1][2]
+    assert len(api.results) == 2
+    assert api.results[-1].status["lastHandledTestRequest"] == "2026-01-01T00:00:00Z"
+    annotated["status"] = api.results[-1].status
     s.observe(annotated, "MODIFIED")
     await settle()
-    assert len(api.patches) == 2
+    assert len(api.results) == 2
 
 
 async def test_spec_change_retests(sched: Any) -> None:
@@ -220,34 +183,34 @@ async def test_spec_change_retests(sched: Any) -> None:
     await settle()
     s.observe(body("a", port=5433, generation=2), "MODIFIED")
     await settle()
-    assert len(api.patches) == 2
-    assert api.patches[-1][2]["observedGeneration"] == 2
+    assert len(api.results) == 2
+    assert api.results[-1].status["observedGeneration"] == 2
 
 
 async def test_interval_and_backoff_and_suspend(sched: Any) -> None:
     s, api = sched
     s.observe(body("a", interval="200ms"), "ADDED")
     await settle(1.0)
-    count = len(api.patches)
+    count = len(api.results)
     assert 3 <= count <= 7, count
-    assert api.patches[-1][2]["consecutiveFailures"] == count
+    assert api.results[-1].status["consecutiveFailures"] == count
     # repeated identical failures post no further events
-    assert api.events == [("a", "Warning", "SecretNotFound")]
+    assert api.told() == [("a", "Warning", "SecretNotFound")]
     s.observe(body("a", interval="200ms", suspend=True, generation=2), "MODIFIED")
     await settle(0.1)
-    frozen = len(api.patches)
+    frozen = len(api.results)
     await settle(0.8)
-    assert len(api.patches) == frozen
+    assert len(api.results) == frozen
     s.observe(body("a", interval="200ms", suspend=False, generation=3), "MODIFIED")
     await settle(0.3)
-    assert len(api.patches) > frozen
+    assert len(api.results) > frozen
 
 
 async def test_suspended_from_the_start_is_never_tested(sched: Any) -> None:
     s, api = sched
     s.observe(body("a", suspend=True), "ADDED")
     await settle(0.3)
-    assert api.patches == []
+    assert api.results == []
 
 
 async def test_restart_spreads_retests_of_current_connections() -> None:
@@ -265,10 +228,10 @@ async def test_restart_spreads_retests_of_current_connections() -> None:
         for i in range(40):
             s.observe(body(f"c{i}", status=current), None)
         await settle(0.1)
-        early = len(api.patches)
+        early = len(api.results)
         await settle(1.2)
         assert early < 15, early  # not all at once
-        assert len(api.patches) == 40  # but all re-verified within the spread
+        assert len(api.results) == 40  # but all re-verified within the spread
     finally:
         await s.stop()
 
@@ -283,7 +246,7 @@ async def test_concurrency_is_bounded_and_new_objects_go_first() -> None:
         for i in range(30):
             s.observe(body(f"c{i}"), "ADDED")
         await settle(0.5)
-        assert len(api.patches) == 30
+        assert len(api.results) == 30
         assert s.peak_running_tests <= 3
     finally:
         await s.stop()
@@ -294,19 +257,19 @@ async def test_deleted_objects_are_forgotten(sched: Any) -> None:
     s.observe(body("a", interval="200ms"), "ADDED")
     await settle()
     s.observe(body("a"), "DELETED")
-    n = len(api.patches)
+    n = len(api.results)
     await settle(0.5)
-    assert len(api.patches) == n
+    assert len(api.results) == n
     assert ("ns", "a") not in s.tracked
 
 
 async def test_object_gone_at_write_time_is_forgotten(sched: Any) -> None:
     s, api = sched
-    api.gone.add("a")
+    api.gone.add(("ns", "a"))
     s.observe(body("a"), "ADDED")
     await settle()
     assert ("ns", "a") not in s.tracked
-    assert api.events == []
+    assert api.told() == []
 
 
 def test_backoff_is_exponential_and_capped() -> None:
@@ -342,14 +305,14 @@ async def test_a_silent_backend_cannot_take_every_worker() -> None:
         for i in range(6):
             s.observe(body(f"refused{i}", port=1), "ADDED")  # nothing listens on port 1
         await settle(0.8)
-        fast_done = {p[1] for p in api.patches if p[1].startswith("refused")}
+        fast_done = {p.name for p in api.results if p.name.startswith("refused")}
         assert fast_done == {f"refused{i}" for i in range(6)}
-        assert not any(p[1].startswith("silent") for p in api.patches)
-        assert s._gate_running.get(f"dest:postgres://127.0.0.1:{silent_port}") == 2
+        assert not any(p.name.startswith("silent") for p in api.results)
+        assert s.queue.gate_load(f"dest:postgres://127.0.0.1:{silent_port}") == 2
         await settle(2.0)
-        timed_out = [p for p in api.patches if p[1].startswith("silent")]
+        timed_out = [p for p in api.results if p.name.startswith("silent")]
         assert len(timed_out) == 2
-        assert {p[2]["reason"] for p in timed_out} == {"Timeout"}
+        assert {p.status["reason"] for p in timed_out} == {"Timeout"}
     finally:
         await s.stop()
         silent.close()
@@ -377,7 +340,7 @@ async def test_pause_cancels_running_tests_unwritten_and_resume_retests() -> Non
         assert s.running_tests == 1
         s.pause()  # the lease is lost mid-test
         await settle(1.2)
-        assert api.patches == []  # nothing written after losing the lease
+        assert api.results == []  # nothing written after losing the lease
         s.resume()
         await settle(1.5)
         assert api.reasons("a") == ["Timeout"]
@@ -404,13 +367,13 @@ async def test_a_follower_takes_over_the_leaders_status() -> None:
         }
         s.observe(body("a", status=leader_status), "MODIFIED")
         await settle()
-        assert api.patches == []
+        assert api.results == []
         s.resume()
         await settle()
         # the new leader's first result continues the leader's story: no repeated Warning
-        assert api.events == []
-        assert api.patches[-1][2]["consecutiveFailures"] == 4
-        assert api.patches[-1][2]["lastHandledTestRequest"] == "r1"
+        assert api.told() == []
+        assert api.results[-1].status["consecutiveFailures"] == 4
+        assert api.results[-1].status["lastHandledTestRequest"] == "r1"
     finally:
         await s.stop()
 
@@ -420,21 +383,21 @@ async def test_secret_metadata_events_read_only_used_secrets_once_per_version(sc
     api.secrets[("ns", "db")] = {"username": b64("app"), "password": b64("pw")}
     s.observe(body("a"), "ADDED")
     await settle()
-    assert api.secret_reads == 1
+    assert len(api.secret_reads) == 1
     # a listing at start-up and events for unrelated Secrets cost nothing
     s.secrets_listed([("ns", "db", "10"), ("ns", "helm-release-1", "11")])
     s.secret_changed("MODIFIED", "ns", "helm-release-1", "12")
     await settle()
-    assert api.secret_reads == 2  # the used one's first version seen after its first read
-    assert len(api.patches) == 1  # same data: no test
+    assert len(api.secret_reads) == 2  # the used one's first version seen after its first read
+    assert len(api.results) == 1  # same data: no test
     s.secret_changed("MODIFIED", "ns", "db", "10")  # a version already seen
     await settle()
-    assert api.secret_reads == 2
+    assert len(api.secret_reads) == 2
     api.secrets[("ns", "db")] = {"username": b64("app"), "password": b64("new")}
     s.secret_changed("MODIFIED", "ns", "db", "13")
     await settle()
-    assert api.secret_reads == 3
-    assert len(api.patches) == 2  # new data: one test
+    assert len(api.secret_reads) == 3
+    assert len(api.results) == 2  # new data: one test
     s.secret_changed("DELETED", "ns", "db", "14")
     await settle()
     assert api.reasons("a")[-1] == "SecretNotFound"
@@ -470,10 +433,19 @@ class StalledWritesApi(RecordingApi):
         self.stalled = stalled
         self.release = asyncio.Event()
 
-    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Any:
+    async def patch_status(
+        self,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        *,
+        resource_version: str | None = None,
+    ) -> Any:
         if name in self.stalled and status.get("phase") != "Pending":
             await self.release.wait()
-        return await super().patch_status(namespace, name, status)
+        return await super().patch_status(
+            namespace, name, status, resource_version=resource_version
+        )
 
 
 async def test_a_slow_status_write_holds_neither_the_worker_nor_the_connection_twice() -> None:
@@ -490,14 +462,13 @@ async def test_a_slow_status_write_holds_neither_the_worker_nor_the_connection_t
         # a change while its write waits: tested again after the write, never alongside it
         s.observe(body("slow", interval="1h", generation=2, port=5433), "MODIFIED")
         await settle(0.2)
-        slow = s.tracked[("ns", "slow")]
-        assert slow.running  # still writing its result ...
-        assert slow.rerun  # ... so the new spec waits its turn
+        assert s.queue.processing(("ns", "slow"))  # still writing its result ...
+        assert s.queue.dirty(("ns", "slow"))  # ... so the new spec waits its turn
         assert s.running_tests == 0
         api.release.set()
         await settle(0.3)
         assert api.reasons("slow") == ["SecretNotFound", "SecretNotFound"]
-        assert api.patches[-1][2]["observedGeneration"] == 2
+        assert api.results[-1].status["observedGeneration"] == 2
         assert s.peak_running_tests == 1
     finally:
         api.release.set()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from warehouse_operator.models import TEST_REQUESTED_ANNOTATION, parse_duration
+from warehouse_operator.providers import backend_key, canonical_name
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -30,28 +31,6 @@ def str_or_none(value: Any) -> str | None:
 def _spec_hash(spec: Any) -> str:
     text = json.dumps(spec, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _provider(spec: Mapping[str, Any]) -> str | None:
-    provider = str_or_none(spec.get("provider"))
-    return "postgres" if provider == "postgresql" else provider
-
-
-def _backend_key(spec: Any) -> str:
-    """Which backend a test talks to, so that one slow backend cannot take every worker."""
-    if not isinstance(spec, Mapping):
-        return ""
-    provider = _provider(spec)
-    block = spec.get(provider or "")
-    if not isinstance(block, Mapping):
-        return ""
-    if provider == "postgres":
-        return f"postgres://{block.get('host')}:{block.get('port', 5432)}"
-    if provider == "snowflake":
-        return f"snowflake://{block.get('endpoint') or block.get('account')}"
-    if provider == "bigquery":
-        return f"bigquery://{block.get('endpoint') or 'default'}"
-    return ""
 
 
 @dataclass(frozen=True)
@@ -76,7 +55,11 @@ def spec_view(spec: Any, default_interval: float) -> SpecView:
         with contextlib.suppress(ValueError):
             interval = parse_duration(raw_interval)
     return SpecView(
-        secret, _provider(spec), spec.get("suspend") is True, interval, _backend_key(spec)
+        secret,
+        canonical_name(spec.get("provider")),
+        spec.get("suspend") is True,
+        interval,
+        backend_key(spec),
     )
 
 

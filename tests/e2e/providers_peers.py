@@ -19,7 +19,6 @@ addresses are reachable from it.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import secrets
@@ -35,6 +34,7 @@ from tests.support.bigquery_emulator import Emulator
 from tests.support.bigquery_front import StrictFront
 from tests.support.bigquery_keys import ServiceAccount, new_service_account
 from tests.support.bigquery_token import TokenEndpoint
+from tests.support.encoding import b64
 from tests.support.pgserver import PostgresServer
 from tests.support.snowflake_emulator import fakesnow_server
 from tests.support.snowflake_front import Role, StrictSnowflakeFront, User
@@ -83,7 +83,7 @@ def openssl_fingerprint(public_pem: str, workdir: Path) -> str:
     ).stdout
     fingerprint = "SHA256:" + encoded.decode().strip()
     # openssl's base64 and Python's must agree, or the recipe above is not what it claims
-    assert fingerprint == "SHA256:" + base64.b64encode(digest).decode()
+    assert fingerprint == "SHA256:" + b64(digest)
     return fingerprint
 
 
@@ -115,29 +115,21 @@ class SnowflakePeer:
             "testTimeout": "15s",
         }
 
+    def _user_spec(
+        self, secret: str, auth: str, role: str, database: str, warehouse: str, **overrides: Any
+    ) -> dict[str, Any]:
+        fields = {"authMethod": auth, "role": role, "database": database, "warehouse": warehouse}
+        return self.spec(secret, **fields) | overrides
+
     def password_spec(self, secret: str, **overrides: Any) -> dict[str, Any]:
         """PASSWORD_USER with its role, database and (suspended) warehouse."""
-        fields: dict[str, Any] = {
-            "authMethod": "password",
-            "role": "ANALYST",
-            "database": "ANALYTICS",
-            "warehouse": "REPORTING_WH",
-        }
-        spec = self.spec(secret, **fields)
-        spec.update(overrides)
-        return spec
+        return self._user_spec(
+            secret, "password", "ANALYST", "ANALYTICS", "REPORTING_WH", **overrides
+        )
 
     def key_pair_spec(self, secret: str, **overrides: Any) -> dict[str, Any]:
         """KEY_USER with its role, database and (started) warehouse."""
-        fields: dict[str, Any] = {
-            "authMethod": "keyPair",
-            "role": "LOADER",
-            "database": "RAW",
-            "warehouse": "LOAD_WH",
-        }
-        spec = self.spec(secret, **fields)
-        spec.update(overrides)
-        return spec
+        return self._user_spec(secret, "keyPair", "LOADER", "RAW", "LOAD_WH", **overrides)
 
     def password_secret(self, password: str = PASSWORD) -> dict[str, str]:
         """A Secret's data in clear text."""

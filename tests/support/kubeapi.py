@@ -304,7 +304,10 @@ class KubeAPIEmulator(kmock.KubernetesEmulator):
         return [
             obj
             for (resource, namespace, name), obj in self._objects.items()
-            if self._KubernetesEmulator__check(request, resource, namespace, name, strict=strict)
+            # kmock's private matcher (name-mangled): the one its own lists use
+            if self._KubernetesEmulator__check(  # type: ignore[attr-defined]
+                request, resource, namespace, name, strict=strict
+            )
         ]
 
     # -- declarations and state ------------------------------------------------------------------

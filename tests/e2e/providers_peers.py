@@ -20,9 +20,7 @@ addresses are reachable from it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import secrets
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +32,6 @@ from tests.support.bigquery_emulator import Emulator
 from tests.support.bigquery_front import StrictFront
 from tests.support.bigquery_keys import ServiceAccount, new_service_account
 from tests.support.bigquery_token import TokenEndpoint
-from tests.support.encoding import b64
 from tests.support.pgserver import PostgresServer
 from tests.support.snowflake_emulator import fakesnow_server
 from tests.support.snowflake_front import Role, StrictSnowflakeFront, User
@@ -47,6 +44,7 @@ from tests.support.snowflake_testbed import (
     KeyMaterial,
     make_account,
     make_key,
+    openssl_fingerprint,
 )
 
 # What examples/snowflake-password.yaml logs in as (the key-pair example's ETL_SERVICE, LOADER,
@@ -65,26 +63,6 @@ BIGQUERY_ACCOUNT = f"warehouse-probe@{BIGQUERY_PROJECT}.iam.gserviceaccount.com"
 def pem_lines(pem: str) -> set[str]:
     """The body lines of a PEM block: a leak of any one of them is a leak of the key."""
     return {line for line in pem.splitlines() if len(line) >= 12 and "-----" not in line}
-
-
-def openssl_fingerprint(public_pem: str, workdir: Path) -> str:
-    """Snowflake's documented recipe for ``RSA_PUBLIC_KEY_FP``, run with the openssl CLI."""
-    pub = workdir / "rsa_key.pub"
-    pub.write_text(public_pem)
-    der = subprocess.run(
-        ["openssl", "pkey", "-pubin", "-in", str(pub), "-outform", "DER"],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    ).stdout
-    digest = hashlib.sha256(der).digest()
-    encoded = subprocess.run(
-        ["openssl", "base64", "-A"], input=digest, check=True, capture_output=True, timeout=30
-    ).stdout
-    fingerprint = "SHA256:" + encoded.decode().strip()
-    # openssl's base64 and Python's must agree, or the recipe above is not what it claims
-    assert fingerprint == "SHA256:" + b64(digest)
-    return fingerprint
 
 
 # --- Snowflake -------------------------------------------------------------------------------

@@ -30,16 +30,9 @@ if [[ -f $stamp && -x $venv/bin/kubectl && -x $venv/bin/hadolint ]]; then
     exit 0
 fi
 
-# The same interpreter as the project's virtualenv when there is one, else python3.
-python=python3
-if [[ -x $root/.venv/bin/python ]]; then
-    python=$("$root/.venv/bin/python" -c 'import sys; print(sys._base_executable)')
-fi
-
-rm -rf "$venv"
-mkdir -p "$(dirname "$venv")"
-"$python" -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${PINS[@]}"
+# shellcheck source=scripts/ci/venv.sh
+source "$root/scripts/ci/venv.sh"
+fresh_venv "$root" "$venv" "${PINS[@]}"
 
 # Smoke checks: each tool runs here, offline.
 "$venv/bin/kubectl" version --client >/dev/null

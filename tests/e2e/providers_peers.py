@@ -19,11 +19,8 @@ addresses are reachable from it.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import secrets
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +44,7 @@ from tests.support.snowflake_testbed import (
     KeyMaterial,
     make_account,
     make_key,
+    openssl_fingerprint,
 )
 
 # What examples/snowflake-password.yaml logs in as (the key-pair example's ETL_SERVICE, LOADER,
@@ -65,26 +63,6 @@ BIGQUERY_ACCOUNT = f"warehouse-probe@{BIGQUERY_PROJECT}.iam.gserviceaccount.com"
 def pem_lines(pem: str) -> set[str]:
     """The body lines of a PEM block: a leak of any one of them is a leak of the key."""
     return {line for line in pem.splitlines() if len(line) >= 12 and "-----" not in line}
-
-
-def openssl_fingerprint(public_pem: str, workdir: Path) -> str:
-    """Snowflake's documented recipe for ``RSA_PUBLIC_KEY_FP``, run with the openssl CLI."""
-    pub = workdir / "rsa_key.pub"
-    pub.write_text(public_pem)
-    der = subprocess.run(
-        ["openssl", "pkey", "-pubin", "-in", str(pub), "-outform", "DER"],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    ).stdout
-    digest = hashlib.sha256(der).digest()
-    encoded = subprocess.run(
-        ["openssl", "base64", "-A"], input=digest, check=True, capture_output=True, timeout=30
-    ).stdout
-    fingerprint = "SHA256:" + encoded.decode().strip()
-    # openssl's base64 and Python's must agree, or the recipe above is not what it claims
-    assert fingerprint == "SHA256:" + base64.b64encode(digest).decode()
-    return fingerprint
 
 
 # --- Snowflake -------------------------------------------------------------------------------
@@ -115,29 +93,21 @@ class SnowflakePeer:
             "testTimeout": "15s",
         }
 
+    def _user_spec(
+        self, secret: str, auth: str, role: str, database: str, warehouse: str, **overrides: Any
+    ) -> dict[str, Any]:
+        fields = {"authMethod": auth, "role": role, "database": database, "warehouse": warehouse}
+        return self.spec(secret, **fields) | overrides
+
     def password_spec(self, secret: str, **overrides: Any) -> dict[str, Any]:
         """PASSWORD_USER with its role, database and (suspended) warehouse."""
-        fields: dict[str, Any] = {
-            "authMethod": "password",
-            "role": "ANALYST",
-            "database": "ANALYTICS",
-            "warehouse": "REPORTING_WH",
-        }
-        spec = self.spec(secret, **fields)
-        spec.update(overrides)
-        return spec
+        return self._user_spec(
+            secret, "password", "ANALYST", "ANALYTICS", "REPORTING_WH", **overrides
+        )
 
     def key_pair_spec(self, secret: str, **overrides: Any) -> dict[str, Any]:
         """KEY_USER with its role, database and (started) warehouse."""
-        fields: dict[str, Any] = {
-            "authMethod": "keyPair",
-            "role": "LOADER",
-            "database": "RAW",
-            "warehouse": "LOAD_WH",
-        }
-        spec = self.spec(secret, **fields)
-        spec.update(overrides)
-        return spec
+        return self._user_spec(secret, "keyPair", "LOADER", "RAW", "LOAD_WH", **overrides)
 
     def password_secret(self, password: str = PASSWORD) -> dict[str, str]:
         """A Secret's data in clear text."""

@@ -22,8 +22,6 @@ if TYPE_CHECKING:  # the plugin below is imported by pytest, so that its asserts
 pytest_plugins = ["tests.e2e.providers_peers"]
 pytestmark = pytest.mark.e2e
 
-CONNECT_TIMEOUT = 30.0  # operator start plus the first test (token, query, dataset)
-
 
 @pytest.fixture
 def bigquery(e2e: E2E, bigquery_peer: BigQueryPeer) -> Iterator[BigQueryPeer]:
@@ -46,12 +44,8 @@ def test_connected_with_and_without_dataset(e2e: E2E, bigquery: BigQueryPeer) ->
         bigquery.spec("bigquery-key", datasetId=bigquery.dataset, location=bigquery.location),
     )
 
-    project_only = e2e.ns.wait_for_phase(
-        "project-only", "Connected", timeout=CONNECT_TIMEOUT, diagnostics=e2e.diagnostics
-    )["status"]
-    with_dataset = e2e.ns.wait_for_phase(
-        "with-dataset", "Connected", timeout=CONNECT_TIMEOUT, diagnostics=e2e.diagnostics
-    )["status"]
+    project_only = e2e.wait_for_phase("project-only", "Connected")["status"]
+    with_dataset = e2e.wait_for_phase("with-dataset", "Connected")["status"]
 
     email, project, dataset = bigquery.account.email, bigquery.project, bigquery.dataset
     for status in (project_only, with_dataset):
@@ -106,12 +100,10 @@ def test_wrong_key_is_authentication_failed(e2e: E2E, bigquery: BigQueryPeer) ->
     e2e.ns.create_secret("bigquery-key", bigquery.secret(bigquery.impostor))
     e2e.ns.create_connection("analytics", bigquery.spec("bigquery-key", testInterval="0s"))
 
-    status = e2e.ns.wait_for_phase(
+    status = e2e.wait_for_phase(
         "analytics",
         "Failed",
         "AuthenticationFailed",
-        timeout=CONNECT_TIMEOUT,
-        diagnostics=e2e.diagnostics,
     )["status"]
     assert "invalid_grant" in status["message"]
     assert bigquery.account.email in status["message"]

@@ -7,8 +7,6 @@ import pytest
 from tests.support.kube_e2e import E2E
 from tests.support.pgserver import SilentServer
 
-CONNECT_TIMEOUT = 30.0
-
 pytestmark = pytest.mark.e2e
 
 
@@ -25,9 +23,7 @@ def test_sigkill_mid_test_converges_without_stuck_objects_or_repeated_events(e2e
                 testTimeout="3s",
             ),
         )
-        e2e.ns.wait_for_phase(
-            "orders", "Connected", timeout=CONNECT_TIMEOUT, diagnostics=e2e.diagnostics
-        )
+        e2e.wait_for_phase("orders", "Connected")
         # "stuck" is mid-test now: its database accepted the connection and says nothing
         assert e2e.ns.get_connection("stuck").get("status", {}).get("phase") in (None, "Pending")
         e2e.operator.kill()  # SIGKILL: no cleanup at all
@@ -37,9 +33,7 @@ def test_sigkill_mid_test_converges_without_stuck_objects_or_repeated_events(e2e
             assert not e2e.ns.get_connection(name)["metadata"].get("finalizers")
 
         e2e.operator.start()
-        e2e.ns.wait_for_phase(
-            "stuck", "Failed", "Timeout", timeout=CONNECT_TIMEOUT, diagnostics=e2e.diagnostics
-        )
+        e2e.wait_for_phase("stuck", "Failed", "Timeout")
         # one event per transition, none repeated by the crash or the restart
         assert e2e.ns.event_reasons("orders") == [("Normal", "Connected")]
         assert e2e.ns.event_reasons("stuck") == [("Warning", "Timeout")]

@@ -15,8 +15,6 @@ from tests.support.kube_e2e import E2E
 
 pytestmark = pytest.mark.e2e
 
-CONNECT_TIMEOUT = 30.0  # operator start (~2 s here) plus the first test
-
 
 def _parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -39,9 +37,7 @@ def test_create_becomes_connected(e2e: E2E) -> None:
     e2e.create_pg_secret("pg")
     e2e.ns.create_connection("orders", e2e.postgres_spec("pg"))
 
-    obj = e2e.ns.wait_for_phase(
-        "orders", "Connected", timeout=CONNECT_TIMEOUT, diagnostics=e2e.diagnostics
-    )
+    obj = e2e.wait_for_phase("orders", "Connected")
     status = obj["status"]
     assert status["reason"] == "Connected"
     assert isinstance(status["latencyMs"], int)
@@ -67,12 +63,10 @@ def test_wrong_password_fails_and_fixing_the_secret_alone_reconnects(e2e: E2E) -
     # testInterval 0s: no periodic tests and no retries, so only the Secret change can re-test
     e2e.ns.create_connection("orders", e2e.postgres_spec("pg", testInterval="0s"))
 
-    failed = e2e.ns.wait_for_phase(
+    failed = e2e.wait_for_phase(
         "orders",
         "Failed",
         "AuthenticationFailed",
-        timeout=CONNECT_TIMEOUT,
-        diagnostics=e2e.diagnostics,
     )["status"]
     assert failed["consecutiveFailures"] == 1
     assert_condition(failed, "Ready", "False", reason="AuthenticationFailed")
@@ -80,9 +74,7 @@ def test_wrong_password_fails_and_fixing_the_secret_alone_reconnects(e2e: E2E) -
     assert failed_checks == ["authenticate"]
 
     e2e.ns.update_secret("pg", {"password": e2e.pg.password})
-    connected = e2e.ns.wait_for_phase(
-        "orders", "Connected", timeout=15, diagnostics=e2e.diagnostics
-    )["status"]
+    connected = e2e.wait_for_phase("orders", "Connected", timeout=15)["status"]
     assert connected["consecutiveFailures"] == 0
     assert_condition(connected, "Ready", "True")
     assert e2e.ns.event_reasons("orders") == [
@@ -94,20 +86,17 @@ def test_wrong_password_fails_and_fixing_the_secret_alone_reconnects(e2e: E2E) -
 def test_test_request_annotation_triggers_a_test(e2e: E2E) -> None:
     e2e.create_pg_secret("pg")
     e2e.ns.create_connection("orders", e2e.postgres_spec("pg", testInterval="1h"))
-    first = e2e.ns.wait_for_phase(
-        "orders", "Connected", timeout=CONNECT_TIMEOUT, diagnostics=e2e.diagnostics
-    )
+    first = e2e.wait_for_phase("orders", "Connected")
     first_tested = first["status"]["lastTestedAt"]
     assert "lastHandledTestRequest" not in first["status"]
 
     _next_second()
     requested = e2e.ns.request_test("orders")
-    obj = e2e.ns.wait_for(
+    obj = e2e.wait_for(
         "orders",
         lambda s: s.get("lastHandledTestRequest") == requested,
         timeout=15,
         what="the test request handled",
-        diagnostics=e2e.diagnostics,
     )
     assert obj["status"]["lastTestedAt"] != first_tested
     assert obj["metadata"]["annotations"][TEST_REQUESTED_ANNOTATION] == requested
@@ -126,21 +115,18 @@ def test_test_request_annotation_triggers_a_test(e2e: E2E) -> None:
 def test_spec_change_triggers_a_test(e2e: E2E) -> None:
     e2e.create_pg_secret("pg")
     e2e.ns.create_connection("orders", e2e.postgres_spec("pg", testInterval="1h"))
-    first = e2e.ns.wait_for_phase(
-        "orders", "Connected", timeout=CONNECT_TIMEOUT, diagnostics=e2e.diagnostics
-    )
+    first = e2e.wait_for_phase("orders", "Connected")
     first_tested = first["status"]["lastTestedAt"]
 
     _next_second()
     patched = e2e.ns.patch_spec("orders", {"testTimeout": "5s", "displayName": "Orders database"})
     generation = patched["metadata"]["generation"]
     assert generation == first["metadata"]["generation"] + 1
-    obj = e2e.ns.wait_for(
+    obj = e2e.wait_for(
         "orders",
         lambda s: s.get("observedGeneration") == generation,
         timeout=15,
         what="a test of the new generation",
-        diagnostics=e2e.diagnostics,
     )
     assert obj["status"]["lastTestedAt"] != first_tested
     assert assert_condition(obj["status"], "Ready", "True")["observedGeneration"] == generation
@@ -149,19 +135,17 @@ def test_spec_change_triggers_a_test(e2e: E2E) -> None:
     # a spec change that breaks the connection shows at once
     _next_second()
     e2e.ns.patch_spec("orders", {"postgres": {"database": "no_such_db"}})
-    e2e.ns.wait_for_phase("orders", "Failed", timeout=15, diagnostics=e2e.diagnostics)
+    e2e.wait_for_phase("orders", "Failed", timeout=15)
 
 
 def test_missing_secret_then_created(e2e: E2E) -> None:
     e2e.ns.create_connection("orders", e2e.postgres_spec("pg", testInterval="0s"))
-    failed = e2e.ns.wait_for_phase(
-        "orders", "Failed", "SecretNotFound", timeout=CONNECT_TIMEOUT, diagnostics=e2e.diagnostics
-    )["status"]
+    failed = e2e.wait_for_phase("orders", "Failed", "SecretNotFound")["status"]
     assert "pg" in failed["message"]
     assert_condition(failed, "Stalled", "True", reason="SecretNotFound")
 
     e2e.create_pg_secret("pg")
-    e2e.ns.wait_for_phase("orders", "Connected", timeout=15, diagnostics=e2e.diagnostics)
+    e2e.wait_for_phase("orders", "Connected", timeout=15)
     assert e2e.ns.event_reasons("orders") == [
         ("Warning", "SecretNotFound"),
         ("Normal", "Connected"),
@@ -171,9 +155,7 @@ def test_missing_secret_then_created(e2e: E2E) -> None:
 def test_suspend_stops_tests_and_resume_restarts_them(e2e: E2E) -> None:
     e2e.create_pg_secret("pg")
     e2e.ns.create_connection("orders", e2e.postgres_spec("pg", testInterval="1s"))
-    first = e2e.ns.wait_for_phase(
-        "orders", "Connected", timeout=CONNECT_TIMEOUT, diagnostics=e2e.diagnostics
-    )
+    first = e2e.wait_for_phase("orders", "Connected")
     # periodic tests run
     e2e.ns.wait_for(
         "orders",
@@ -201,10 +183,8 @@ def test_deletion_is_immediate(e2e: E2E) -> None:
     e2e.create_pg_secret("pg")
     e2e.ns.create_connection("orders", e2e.postgres_spec("pg", testInterval="1s"))
     e2e.ns.create_connection("reports", e2e.postgres_spec("pg", testInterval="1s"))
-    e2e.ns.wait_for_phase(
-        "orders", "Connected", timeout=CONNECT_TIMEOUT, diagnostics=e2e.diagnostics
-    )
-    reports = e2e.ns.wait_for_phase("reports", "Connected", timeout=15, diagnostics=e2e.diagnostics)
+    e2e.wait_for_phase("orders", "Connected")
+    reports = e2e.wait_for_phase("reports", "Connected", timeout=15)
     assert not reports["metadata"].get("finalizers")
 
     # with the operator running
@@ -224,9 +204,7 @@ def test_deletion_is_immediate(e2e: E2E) -> None:
 def test_events_only_on_transitions(e2e: E2E) -> None:
     e2e.create_pg_secret("pg")
     e2e.ns.create_connection("orders", e2e.postgres_spec("pg", testInterval="1s"))
-    obj = e2e.ns.wait_for_phase(
-        "orders", "Connected", timeout=CONNECT_TIMEOUT, diagnostics=e2e.diagnostics
-    )
+    obj = e2e.wait_for_phase("orders", "Connected")
     tested = obj["status"]["lastTestedAt"]
     for _ in range(2):  # two more successful tests: nothing changed, so no event
         tested = e2e.ns.wait_for("orders", _tested_after(tested), timeout=10, what="a re-test")[
@@ -269,29 +247,21 @@ def test_canary_password_never_leaks(e2e: E2E) -> None:
     e2e.ns.create_connection("bad", e2e.postgres_spec("wrong", testInterval="1s"))
     e2e.ns.create_connection("good", e2e.postgres_spec("right", testInterval="1s"))
     e2e.ns.create_connection("missing", e2e.postgres_spec("absent", testInterval="1s"))
-    e2e.ns.wait_for_phase(
+    e2e.wait_for_phase(
         "bad",
         "Failed",
         "AuthenticationFailed",
-        timeout=CONNECT_TIMEOUT,
-        diagnostics=e2e.diagnostics,
     )
-    e2e.ns.wait_for_phase("good", "Connected", timeout=15, diagnostics=e2e.diagnostics)
-    e2e.ns.wait_for_phase(
-        "missing", "Failed", "SecretNotFound", timeout=15, diagnostics=e2e.diagnostics
-    )
+    e2e.wait_for_phase("good", "Connected", timeout=15)
+    e2e.wait_for_phase("missing", "Failed", "SecretNotFound", timeout=15)
 
     # the Secret changes, is requested again, is created late, is deleted
     e2e.ns.update_secret("wrong", {"password": canary + "-2"})
     e2e.ns.request_test("bad")
     e2e.create_pg_secret("absent", password=canary + "-3")
-    e2e.ns.wait_for_phase(
-        "missing", "Failed", "AuthenticationFailed", timeout=15, diagnostics=e2e.diagnostics
-    )
+    e2e.wait_for_phase("missing", "Failed", "AuthenticationFailed", timeout=15)
     e2e.ns.delete_secret("right")
-    e2e.ns.wait_for_phase(
-        "good", "Failed", "SecretNotFound", timeout=15, diagnostics=e2e.diagnostics
-    )
+    e2e.wait_for_phase("good", "Failed", "SecretNotFound", timeout=15)
     assert "DEBUG" in e2e.operator.log_text()  # debug logging was really on
 
     e2e.assert_no_secret_leaks()
@@ -302,20 +272,16 @@ def test_canary_password_never_leaks(e2e: E2E) -> None:
 def test_operator_restart_retests_and_catches_up(e2e: E2E) -> None:
     e2e.create_pg_secret("pg")
     e2e.ns.create_connection("orders", e2e.postgres_spec("pg", testInterval="1h"))
-    first = e2e.ns.wait_for_phase(
-        "orders", "Connected", timeout=CONNECT_TIMEOUT, diagnostics=e2e.diagnostics
-    )
+    first = e2e.wait_for_phase("orders", "Connected")
 
     # a restart tests again (spread over --startup-spread), but nothing changed: no event
     assert e2e.operator.stop() == 0
     _next_second()
     e2e.operator.start()
-    e2e.ns.wait_for(
+    e2e.wait_for(
         "orders",
         _tested_after(first["status"]["lastTestedAt"]),
-        timeout=CONNECT_TIMEOUT,
         what="a test after the restart",
-        diagnostics=e2e.diagnostics,
     )
     assert e2e.ns.event_reasons("orders") == [("Normal", "Connected")]
 
@@ -323,12 +289,10 @@ def test_operator_restart_retests_and_catches_up(e2e: E2E) -> None:
     assert e2e.operator.stop() == 0
     e2e.ns.update_secret("pg", {"password": "wrong-" + secrets.token_hex(12)})
     e2e.operator.start()
-    e2e.ns.wait_for_phase(
+    e2e.wait_for_phase(
         "orders",
         "Failed",
         "AuthenticationFailed",
-        timeout=CONNECT_TIMEOUT,
-        diagnostics=e2e.diagnostics,
     )
     assert e2e.ns.event_reasons("orders") == [
         ("Normal", "Connected"),
@@ -342,9 +306,7 @@ def test_api_server_outage(e2e: E2E) -> None:
         pytest.skip("restarts the API server: only possible with the emulator")
     e2e.create_pg_secret("pg")
     e2e.ns.create_connection("orders", e2e.postgres_spec("pg", testInterval="1s"))
-    e2e.ns.wait_for_phase(
-        "orders", "Connected", timeout=CONNECT_TIMEOUT, diagnostics=e2e.diagnostics
-    )
+    e2e.wait_for_phase("orders", "Connected")
 
     e2e.target.emulator.stop()
     time.sleep(30.0)  # 30 s without an API: tests keep running, their writes fail and are retried
@@ -353,8 +315,6 @@ def test_api_server_outage(e2e: E2E) -> None:
 
     # the watches come back: a Secret change made after the outage is acted on
     e2e.ns.update_secret("pg", {"password": "wrong-" + secrets.token_hex(12)})
-    e2e.ns.wait_for_phase(
-        "orders", "Failed", "AuthenticationFailed", timeout=60, diagnostics=e2e.diagnostics
-    )
+    e2e.wait_for_phase("orders", "Failed", "AuthenticationFailed", timeout=60)
     e2e.ns.update_secret("pg", {"password": e2e.pg.password})
-    e2e.ns.wait_for_phase("orders", "Connected", timeout=30, diagnostics=e2e.diagnostics)
+    e2e.wait_for_phase("orders", "Connected", timeout=30)

@@ -24,7 +24,6 @@ if TYPE_CHECKING:  # the plugin below is imported by pytest, so that its asserts
 pytest_plugins = ["tests.e2e.providers_peers"]
 pytestmark = pytest.mark.e2e
 
-CONNECT_TIMEOUT = 30.0  # operator start plus the first login (the connector loads in ~1 s)
 STAGES = [
     "spec",
     "credentials",
@@ -56,9 +55,7 @@ def test_password_login_connected(e2e: E2E, snowflake: SnowflakePeer) -> None:
     e2e.ns.create_secret("snowflake-credentials", snowflake.password_secret())
     e2e.ns.create_connection("analytics", snowflake.password_spec("snowflake-credentials"))
 
-    obj = e2e.ns.wait_for_phase(
-        "analytics", "Connected", timeout=CONNECT_TIMEOUT, diagnostics=e2e.diagnostics
-    )
+    obj = e2e.wait_for_phase("analytics", "Connected")
     status = obj["status"]
     assert status["reason"] == "Connected"
     assert re.fullmatch(r"Snowflake \d+\.\d+\.\d+", status["serverVersion"])
@@ -94,9 +91,7 @@ def test_key_pair_login_connected_with_the_key_fingerprint(
     e2e.ns.create_secret("etl-credentials", snowflake.key_pair_secret())
     e2e.ns.create_connection("etl", snowflake.key_pair_spec("etl-credentials"))
 
-    status = e2e.ns.wait_for_phase(
-        "etl", "Connected", timeout=CONNECT_TIMEOUT, diagnostics=e2e.diagnostics
-    )["status"]
+    status = e2e.wait_for_phase("etl", "Connected")["status"]
     expected = snowflake.registered_key_fingerprint(tmp_path)
     assert status["snowflake"] == {"publicKeyFingerprint": expected}
     assert re.fullmatch(r"Snowflake \d+\.\d+\.\d+", status["serverVersion"])
@@ -123,12 +118,10 @@ def test_wrong_password_fails_and_fixing_the_secret_alone_reconnects(
         "analytics", snowflake.password_spec("snowflake-credentials", testInterval="0s")
     )
 
-    failed = e2e.ns.wait_for_phase(
+    failed = e2e.wait_for_phase(
         "analytics",
         "Failed",
         "AuthenticationFailed",
-        timeout=CONNECT_TIMEOUT,
-        diagnostics=e2e.diagnostics,
     )["status"]
     assert "390100" in failed["message"]
     assert failed["consecutiveFailures"] == 1
@@ -137,9 +130,7 @@ def test_wrong_password_fails_and_fixing_the_secret_alone_reconnects(
     assert "snowflake" not in failed
 
     e2e.ns.update_secret("snowflake-credentials", {"password": PASSWORD})
-    connected = e2e.ns.wait_for_phase(
-        "analytics", "Connected", timeout=20, diagnostics=e2e.diagnostics
-    )["status"]
+    connected = e2e.wait_for_phase("analytics", "Connected", timeout=20)["status"]
     assert connected["consecutiveFailures"] == 0
     assert connected["observedGeneration"] == 1  # the spec never changed: the Secret did it
     assert_condition(connected, "Ready", "True", reason="Connected")

@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Any
+
+from tests.support.servers import LOCALHOST, StallServer, free_port, stop_process
+from tests.support.waiting import poll_until
+
+__all__ = ["Emulator", "RefusingPort", "SilentListener", "ensure_installed", "free_port"]
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL_SCRIPT = REPO / "scripts" / "ci" / "install-bigquery-emulator.sh"
@@ -34,12 +37,6 @@ def ensure_installed() -> Path:
             f"{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
         )
     return CRUCIBLE
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Emulator:
@@ -66,7 +63,7 @@ class Emulator:
                         "--dialect",
                         "bigquery",
                         "--host",
-                        "127.0.0.1",
+                        LOCALHOST,
                         "--port",
                         str(self.port),
                     ],
@@ -80,21 +77,18 @@ class Emulator:
         raise RuntimeError(f"the BigQuery emulator did not start:\n{self._log_tail()}")
 
     def _wait_ready(self, timeout: float) -> bool:
-        assert self._process is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                return False
-            try:
-                with urllib.request.urlopen(  # noqa: S310 - a fixed http://127.0.0.1 URL
-                    f"{self.base_url}/_crucible/health", timeout=1
-                ) as answer:
-                    if json.load(answer).get("status") == "ok":
-                        return True
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.05)
-        return False
+        process = self._process
+        assert process is not None
+        return bool(poll_until(self._healthy, timeout, give_up=lambda: process.poll() is not None))
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(  # noqa: S310 - a fixed http://127.0.0.1 URL
+                f"{self.base_url}/_crucible/health", timeout=1
+            ) as answer:
+                return bool(json.load(answer).get("status") == "ok")
+        except (OSError, ValueError):
+            return False
 
     def _log_tail(self) -> str:
         try:
@@ -104,14 +98,8 @@ class Emulator:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        if process is not None:
+            stop_process(process)
 
     def create_dataset(self, project: str, dataset: str, location: str = "US") -> dict[str, Any]:
         """Create a dataset directly in the emulator (behind the front: no auth needed)."""
@@ -129,32 +117,8 @@ class Emulator:
             return result
 
 
-class SilentListener:
-    """A TCP port that completes connections (the kernel's backlog) but never answers."""
-
-    def __init__(self) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(64)
-        self.port = int(self._sock.getsockname()[1])
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def __enter__(self) -> SilentListener:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+class SilentListener(StallServer):
+    """A TCP port that completes connections but never answers."""
 
 
 class RefusingPort:
@@ -162,7 +126,7 @@ class RefusingPort:
 
     def __init__(self) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind(("127.0.0.1", 0))
+        self._sock.bind((LOCALHOST, 0))
         self.port = int(self._sock.getsockname()[1])
 
     @property

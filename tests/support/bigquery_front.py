@@ -21,7 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from tests.support.bigquery_token import BackgroundHTTPServer, QuietHandler, TokenEndpoint
+from tests.support.bigquery_token import TokenEndpoint
+from tests.support.servers import BackgroundHTTPServer, QuietHandler
 
 BIGQUERY_SCOPES = frozenset(
     {

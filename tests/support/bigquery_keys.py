@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import secrets
 from dataclasses import dataclass, field
@@ -10,6 +9,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.support.encoding import b64
 
 
 @dataclass(frozen=True)
@@ -58,4 +59,4 @@ def new_service_account(email: str) -> ServiceAccount:
 
 def secret_data(key_json: str, data_key: str = "service_account.json") -> dict[str, str]:
     """A Secret's ``data`` holding the key (base64, as the API server returns it)."""
-    return {data_key: base64.b64encode(key_json.encode()).decode()}
+    return {data_key: b64(key_json)}

@@ -55,14 +55,20 @@ by leaving its ``with`` block. None of them talks to anything but the client tha
 from __future__ import annotations
 
 import contextlib
-import selectors
 import socket
 import struct
 import threading
 from collections.abc import Callable
-from types import TracebackType
-from typing import Literal, Self
+from typing import Literal
 from urllib.parse import quote
+
+from tests.support.servers import (
+    LOCALHOST,
+    Managed,
+    StallServer,
+    TCPServer,
+    reset_connection,
+)
 
 __all__ = [
     "EchoMode",
@@ -77,27 +83,10 @@ __all__ = [
     "libpq_conninfo",
 ]
 
-LOCALHOST = "127.0.0.1"
 SSL_REQUEST = 80877103
 GSSENC_REQUEST = 80877104
 CANCEL_REQUEST = 80877102
 IO_TIMEOUT = 10.0
-
-
-def _listen(port: int = 0) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((LOCALHOST, port))
-    sock.listen(128)
-    sock.setblocking(False)
-    return sock
-
-
-def _reset(conn: socket.socket) -> None:
-    """Close with a TCP RST instead of the orderly FIN."""
-    with contextlib.suppress(OSError):
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    conn.close()
 
 
 def _recv_exact(conn: socket.socket, size: int) -> bytes:
@@ -110,94 +99,20 @@ def _recv_exact(conn: socket.socket, size: int) -> bytes:
     return data
 
 
-class FaultServer:
+class FaultServer(TCPServer):
     """A listener on 127.0.0.1 whose accepted connections are handled by ``handle``.
 
     ``handle`` runs on its own thread per connection; connections it leaves open are closed
-    by ``stop()``.
+    by ``stop()``. A client that breaks the protocol ends its connection quietly.
     """
 
-    host = LOCALHOST
-
-    def __init__(self) -> None:
-        self._listener = _listen()
-        self.port: int = self._listener.getsockname()[1]
-        self._lock = threading.Lock()
-        self._open: list[socket.socket] = []
-        self._accepted = 0
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(
-            target=self._serve, name=f"{type(self).__name__}-accept", daemon=True
-        )
-        self._thread.start()
-
-    @property
-    def connections_accepted(self) -> int:
-        with self._lock:
-            return self._accepted
-
-    def handle(self, conn: socket.socket) -> None:
-        raise NotImplementedError
-
-    def _serve(self) -> None:
-        with selectors.DefaultSelector() as selector:
-            selector.register(self._listener, selectors.EVENT_READ)
-            while not self._stopping.is_set():
-                for _key, _events in selector.select(timeout=0.05):
-                    try:
-                        conn, _addr = self._listener.accept()
-                    except OSError:
-                        continue
-                    conn.setblocking(True)
-                    conn.settimeout(IO_TIMEOUT)
-                    with self._lock:
-                        self._accepted += 1
-                        self._open.append(conn)
-                    threading.Thread(
-                        target=self._handle_safely,
-                        args=(conn,),
-                        name=f"{type(self).__name__}-conn",
-                        daemon=True,
-                    ).start()
-
-    def _handle_safely(self, conn: socket.socket) -> None:
-        with contextlib.suppress(OSError, ConnectionError, struct.error):
-            self.handle(conn)
-
-    def _hold(self, conn: socket.socket) -> None:
-        """Keep a connection open and silent until the server stops."""
-        self._stopping.wait()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._thread.join(timeout=5)
-        with self._lock:
-            conns, self._open = self._open, []
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.close()
-        self._listener.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    io_timeout = IO_TIMEOUT
+    quiet_errors = (OSError, struct.error)
 
 
 class ResetServer(FaultServer):
     def handle(self, conn: socket.socket) -> None:
-        _reset(conn)
-
-
-class StallServer(FaultServer):
-    def handle(self, conn: socket.socket) -> None:
-        self._hold(conn)
+        reset_connection(conn)
 
 
 def _read_startup_packet(conn: socket.socket) -> tuple[int, bytes]:
@@ -229,9 +144,11 @@ def _negotiate(conn: socket.socket, answer_ssl: bytes) -> tuple[int, bytes] | No
 class TLSStallServer(FaultServer):
     def handle(self, conn: socket.socket) -> None:
         if _negotiate(conn, b"S") is None:
-            self._hold(conn)  # the ClientHello is never answered
+            self.hold(conn)  # the ClientHello is never answered
         else:
-            _reset(conn)  # a client that did not ask for TLS is not what this server tests
+            reset_connection(
+                conn
+            )  # a client that did not ask for TLS is not what this server tests
 
 
 class GarbageServer(FaultServer):
@@ -257,7 +174,7 @@ class GarbageServer(FaultServer):
             conn.close()
 
 
-class FilteredPort:
+class FilteredPort(Managed):
     """A port whose connection attempts go unanswered (see the module docstring)."""
 
     host = LOCALHOST
@@ -288,94 +205,34 @@ class FilteredPort:
         self._fillers = []
         self._listener.close()
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+class _Forwarder(TCPServer):
+    """One listening period of a ``SwitchableProxy``: forwards, and cuts everything on stop."""
 
+    io_timeout = None  # a forwarded connection may be idle for as long as its client likes
 
-class SwitchableProxy:
-    """TCP forwarding to 127.0.0.1:``target_port`` that can be taken down and brought back."""
+    def __init__(self, proxy: SwitchableProxy, port: int) -> None:
+        self._proxy = proxy
+        super().__init__(port)
 
-    host = LOCALHOST
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self._lock = threading.Lock()
-        self._pairs: list[socket.socket] = []
-        self._listener: socket.socket | None = None
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.port = 0
-        self.connections_forwarded = 0
-        self.up()
-
-    @property
-    def is_up(self) -> bool:
-        return self._listener is not None
-
-    def up(self) -> None:
-        if self._listener is not None:
+    def handle(self, conn: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(
+                (LOCALHOST, self._proxy.target_port), timeout=IO_TIMEOUT
+            )
+        except OSError:
+            reset_connection(conn)
             return
-        self._listener = _listen(self.port)
-        self.port = self._listener.getsockname()[1]
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(
-            target=self._serve,
-            args=(self._listener, self._stopping),
-            name="proxy-accept",
-            daemon=True,
-        )
-        self._thread.start()
+        upstream.settimeout(None)
+        self.track(upstream)
+        self._proxy.forwarded()
+        threading.Thread(
+            target=self._pump, args=(upstream, conn), name="proxy-pump", daemon=True
+        ).start()
+        self._pump(conn, upstream)
 
-    def down(self) -> None:
-        """Refuse new connections and cut the forwarded ones."""
-        listener, self._listener = self._listener, None
-        if listener is None:
-            return
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        listener.close()
-        with self._lock:
-            pairs, self._pairs = self._pairs, []
-        for sock in pairs:
-            _reset(sock)
-
-    def stop(self) -> None:
-        self.down()
-
-    def _serve(self, listener: socket.socket, stopping: threading.Event) -> None:
-        with selectors.DefaultSelector() as selector:
-            selector.register(listener, selectors.EVENT_READ)
-            while not stopping.is_set():
-                for _key, _events in selector.select(timeout=0.05):
-                    try:
-                        client, _addr = listener.accept()
-                    except OSError:
-                        continue
-                    client.setblocking(True)
-                    try:
-                        upstream = socket.create_connection(
-                            (LOCALHOST, self.target_port), timeout=IO_TIMEOUT
-                        )
-                    except OSError:
-                        _reset(client)
-                        continue
-                    upstream.settimeout(None)
-                    with self._lock:
-                        self.connections_forwarded += 1
-                        self._pairs += [client, upstream]
-                    for src, dst in ((client, upstream), (upstream, client)):
-                        threading.Thread(
-                            target=self._pump, args=(src, dst), name="proxy-pump", daemon=True
-                        ).start()
+    def drop(self, conn: socket.socket) -> None:
+        reset_connection(conn)
 
     @staticmethod
     def _pump(src: socket.socket, dst: socket.socket) -> None:
@@ -385,16 +242,41 @@ class SwitchableProxy:
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+class SwitchableProxy(Managed):
+    """TCP forwarding to 127.0.0.1:``target_port`` that can be taken down and brought back."""
+
+    host = LOCALHOST
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self._lock = threading.Lock()
+        self._forwarder: _Forwarder | None = None
+        self.port = 0
+        self.connections_forwarded = 0
+        self.up()
+
+    @property
+    def is_up(self) -> bool:
+        return self._forwarder is not None
+
+    def up(self) -> None:
+        if self._forwarder is None:
+            self._forwarder = _Forwarder(self, self.port)
+            self.port = self._forwarder.port
+
+    def down(self) -> None:
+        """Refuse new connections and cut the forwarded ones."""
+        forwarder, self._forwarder = self._forwarder, None
+        if forwarder is not None:
+            forwarder.stop()
+
+    def stop(self) -> None:
+        self.down()
+
+    def forwarded(self) -> None:
+        with self._lock:
+            self.connections_forwarded += 1
 
 
 # --- a PostgreSQL-speaking server that repeats the password --------------------------------------

@@ -8,7 +8,6 @@ into a Secret so that a test can prove none of them ever shows up anywhere else.
 
 from __future__ import annotations
 
-import base64
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -19,6 +18,8 @@ from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+
+from tests.support.encoding import b64
 
 GROUP = "warehouse-operator.io"
 VERSION = "v1alpha1"
@@ -103,10 +104,6 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _b64(value: str) -> str:
-    return base64.b64encode(value.encode()).decode()
-
-
 @dataclass
 class Namespace:
     kube: Kube
@@ -120,7 +117,7 @@ class Namespace:
         encoded = {}
         for key, value in data.items():
             self.secret_values.add(value)
-            encoded[key] = _b64(value)
+            encoded[key] = b64(value)
         return encoded
 
     def create_secret(
@@ -293,7 +290,7 @@ def leaks(values: Iterable[str], texts: Mapping[str, str]) -> list[str]:
     for value in values:
         if len(value) < 8:
             continue  # too short to tell from ordinary text (user names like "app")
-        forms = {value, _b64(value)}
+        forms = {value, b64(value)}
         for label, text in texts.items():
             if any(form in text for form in forms):
                 found.append(label)

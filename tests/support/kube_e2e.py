@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,9 @@ from tests.support.kube_cluster import Namespace, leaks
 from tests.support.kube_operator import OperatorProcess
 from tests.support.kubeapi import KubeAPIServer
 from tests.support.pgserver import PostgresServer
+
+# the operator's start (~2 s here) plus a connection's first test
+CONNECT_TIMEOUT = 30.0
 
 
 @dataclass
@@ -45,6 +49,35 @@ class E2E:
         }
         spec.update(overrides)
         return spec
+
+    # -- waiting, with this world's diagnostics in the failure ---------------------------------
+
+    def wait_for(
+        self,
+        name: str,
+        predicate: Callable[[dict[str, Any]], bool],
+        *,
+        timeout: float = CONNECT_TIMEOUT,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """``Namespace.wait_for``: the whole object once ``predicate(status)`` holds."""
+        return self.ns.wait_for(
+            name, predicate, timeout=timeout, diagnostics=self.diagnostics, **kwargs
+        )
+
+    def wait_for_phase(
+        self,
+        name: str,
+        phase: str,
+        reason: str | None = None,
+        *,
+        timeout: float = CONNECT_TIMEOUT,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """``Namespace.wait_for_phase``: the whole object once it is in ``phase``."""
+        return self.ns.wait_for_phase(
+            name, phase, reason, timeout=timeout, diagnostics=self.diagnostics, **kwargs
+        )
 
     def create_pg_secret(self, name: str, password: str | None = None, **extra: str) -> None:
         data = {

@@ -8,28 +8,18 @@ was ever logged). It can be stopped, killed and started again.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
+from tests.support.servers import Managed, die_with_parent, kill_process, stop_process
+from tests.support.waiting import poll_until
+
+__all__ = ["REPO_ROOT", "OperatorProcess", "die_with_parent", "operator_command"]
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:
-    """In a child before exec: get SIGTERM when the test process dies, so that a killed test
-    run leaves no server or operator behind (Linux; elsewhere nothing happens). The signal
-    comes when the *thread* that started the child ends: start children from the main thread."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def operator_command() -> list[str]:
@@ -40,7 +30,7 @@ def operator_command() -> list[str]:
     return [sys.executable, "-m", "warehouse_operator.cli"]
 
 
-class OperatorProcess:
+class OperatorProcess(Managed):
     def __init__(
         self,
         *,
@@ -105,22 +95,15 @@ class OperatorProcess:
         process, self._process = self._process, None
         if process is None:
             return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-                self._note(f"--- killed after not stopping within {timeout:.0f}s")
+        if stop_process(process, timeout):
+            self._note(f"--- killed after not stopping within {timeout:.0f}s")
         return process.returncode
 
     def kill(self) -> None:
         """A crash: SIGKILL, no cleanup."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
+        if process is not None:
+            kill_process(process)
 
     def restart(self) -> Self:
         self.stop()
@@ -133,6 +116,9 @@ class OperatorProcess:
         with open(self.log_file, "ab") as log:
             log.write(text.encode() + b"\n")
 
+    def _exited(self) -> bool:
+        return self._process is not None and self._process.poll() is not None
+
     def log_text(self) -> str:
         try:
             return self.log_file.read_text(errors="replace")
@@ -143,22 +129,6 @@ class OperatorProcess:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
     def wait_for_log(self, needle: str, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if needle in self.log_text():
-                return
-            if self._process is not None and self._process.poll() is not None:
-                break
-            time.sleep(0.1)
+        if poll_until(lambda: needle in self.log_text(), timeout, 0.1, give_up=self._exited):
+            return
         raise AssertionError(f"{needle!r} not in the operator's log; its end:\n{self.log_tail()}")
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

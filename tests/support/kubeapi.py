@@ -49,7 +49,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -57,7 +56,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import aiohttp.web
@@ -67,7 +65,13 @@ import kmock
 import yaml
 
 from tests.support.kube_admission import Rejected, SchemaAdmission
-from tests.support.kube_operator import die_with_parent
+from tests.support.servers import (
+    Managed,
+    die_with_parent,
+    kill_process,
+    stop_process,
+    wait_for_port,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO_ROOT / "crds"
@@ -300,7 +304,10 @@ class KubeAPIEmulator(kmock.KubernetesEmulator):
         return [
             obj
             for (resource, namespace, name), obj in self._objects.items()
-            if self._KubernetesEmulator__check(request, resource, namespace, name, strict=strict)
+            # kmock's private matcher (name-mangled): the one its own lists use
+            if self._KubernetesEmulator__check(  # type: ignore[attr-defined]
+                request, resource, namespace, name, strict=strict
+            )
         ]
 
     # -- declarations and state ------------------------------------------------------------------
@@ -856,7 +863,7 @@ class KubeAPIServerError(RuntimeError):
     pass
 
 
-class KubeAPIServer:
+class KubeAPIServer(Managed):
     """The emulator in a child process on 127.0.0.1; stoppable and restartable on its port."""
 
     host = "127.0.0.1"
@@ -919,33 +926,18 @@ class KubeAPIServer:
             self.stop()
             raise KubeAPIServerError(f"the API emulator did not start; its log:\n{self.log_tail()}")
         self.port = int(text.removeprefix(_READY_PREFIX))
-        self._wait_until_serving(deadline)
+        if not wait_for_port(self.port, deadline - time.monotonic(), host=self.host):
+            raise KubeAPIServerError(
+                f"the API emulator does not accept connections on port {self.port}"
+            )
         return self
-
-    def _wait_until_serving(self, deadline: float) -> None:
-        while time.monotonic() < deadline:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection((self.host, self.port), timeout=1),
-            ):
-                return
-            time.sleep(0.05)
-        raise KubeAPIServerError(
-            f"the API emulator does not accept connections on port {self.port}"
-        )
 
     def stop(self) -> None:
         """Stop the server; its objects are saved and come back with ``start()``."""
         process, self._process = self._process, None
         if process is None:
             return
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        stop_process(process)
         if process.stdout is not None:
             process.stdout.close()
 
@@ -953,8 +945,7 @@ class KubeAPIServer:
         """Kill the server without saving: objects written since the last stop are lost."""
         process, self._process = self._process, None
         if process is not None:
-            process.kill()
-            process.wait(timeout=10)
+            kill_process(process)
             if process.stdout is not None:
                 process.stdout.close()
 
@@ -987,17 +978,6 @@ class KubeAPIServer:
         self.stop()
         if self._own_dir is not None:
             self._own_dir.cleanup()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def kubeconfig_for(server: str, *, namespace: str = "default") -> dict[str, Any]:

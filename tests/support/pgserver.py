@@ -26,43 +26,36 @@ Used by the integration, e2e and benchmark suites; nothing here talks to anythin
     ``initdb`` runs once per process and every server starts from a copy of that cluster.
 
 ``CertificateAuthority()``
-    A self-signed CA (``cert_pem``) that ``issue(names)`` server certificates from.
+    A self-signed CA (``cert_pem``) that ``issue(names)`` server certificates for DNS names
+    from, made the way the operator makes its webhook's (``warehouse_operator.webhooks``).
 
-``SilentServer()``
-    Accepts TCP connections on 127.0.0.1 and never sends a byte: connecting works, every
-    protocol then waits for an answer that never comes (for Timeout tests).
-
-``unused_port()``
-    A port on 127.0.0.1 nothing listens on (connecting is refused).
+``SilentServer()`` / ``unused_port()``
+    ``StallServer`` and ``free_port`` of ``tests.support.servers``, by their names here.
 """
 
 from __future__ import annotations
 
 import atexit
-import base64
 import datetime
 import glob
-import ipaddress
 import os
 import pwd
 import re
 import secrets
-import selectors
 import shutil
-import socket
 import stat
 import subprocess
 import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal, Self
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from tests.support.encoding import b64
+from tests.support.servers import LOCALHOST, Managed
+from tests.support.servers import StallServer as SilentServer
+from tests.support.servers import free_port as unused_port
+from warehouse_operator.webhooks import generate_ca, issue_serving_certificate
 
 __all__ = [
     "CertificateAuthority",
@@ -77,20 +70,11 @@ __all__ = [
 
 TLSMode = Literal["off", "on", "required"]
 
-LOCALHOST = "127.0.0.1"
 _START_ATTEMPTS = 3
 
 
 class PostgresServerError(RuntimeError):
     """The server could not be set up; the message includes the end of its log."""
-
-
-def unused_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOCALHOST, 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def find_pg_bindir() -> Path:
@@ -116,89 +100,23 @@ def find_pg_bindir() -> Path:
 
 # --- certificates ------------------------------------------------------------------------------
 
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+_CERT_LIFETIME = datetime.timedelta(days=2)
 
 
 class CertificateAuthority:
     """A throwaway CA: a self-signed root that issues server certificates."""
 
     def __init__(self, common_name: str = "warehouse-operator test CA") -> None:
-        now = datetime.datetime.now(datetime.UTC)
-        self._key = ec.generate_private_key(ec.SECP256R1())
-        self._name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        public = self._key.public_key()
-        self._cert = (
-            x509.CertificateBuilder()
-            .subject_name(self._name)
-            .issuer_name(self._name)
-            .public_key(public)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-            .sign(self._key, hashes.SHA256())
-        )
-        self.cert_pem: bytes = self._cert.public_bytes(serialization.Encoding.PEM)
+        self.cert_pem, self._key_pem = generate_ca(common_name, _CERT_LIFETIME)
 
     def issue(self, names: Sequence[str]) -> tuple[bytes, bytes]:
-        """A server certificate for ``names`` (DNS names or IP addresses): (cert PEM, key PEM)."""
+        """A server certificate for the DNS ``names``: (cert PEM, key PEM)."""
         if not names:
             raise ValueError("a server certificate needs at least one name")
-        now = datetime.datetime.now(datetime.UTC)
-        key = ec.generate_private_key(ec.SECP256R1())
-        alt_names: list[x509.GeneralName] = []
-        for name in names:
-            try:
-                alt_names.append(x509.IPAddress(ipaddress.ip_address(name)))
-            except ValueError:
-                alt_names.append(x509.DNSName(name))
-        cert = (
-            x509.CertificateBuilder()
-            # no common name: clients match the alternative names only, as they should
-            .subject_name(x509.Name([]))
-            .issuer_name(self._name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName(alt_names), critical=True)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
-                critical=False,
-            )
-            .sign(self._key, hashes.SHA256())
-        )
-        return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
+        return issue_serving_certificate(self.cert_pem, self._key_pem, names, _CERT_LIFETIME)
 
 
 # --- PostgreSQL --------------------------------------------------------------------------------
-
-
-def _b64(value: str | bytes) -> str:
-    return base64.b64encode(value.encode() if isinstance(value, str) else value).decode()
 
 
 def _traversable_by_others(path: Path) -> bool:
@@ -315,7 +233,7 @@ def _run_pg(
     return result
 
 
-class PostgresServer:
+class PostgresServer(Managed):
     """A throwaway PostgreSQL cluster on 127.0.0.1 (see the module docstring)."""
 
     host = LOCALHOST
@@ -386,17 +304,6 @@ class PostgresServer:
         atexit.unregister(self.stop)
         shutil.rmtree(base, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def secret_data(
         self,
         *,
@@ -406,11 +313,11 @@ class PostgresServer:
     ) -> dict[str, str]:
         """A Secret's ``data`` (base64 values) for ``user`` (or ``username``), with ``ca.crt`` if asked."""
         data = {
-            "username": _b64(username or self.user),
-            "password": _b64(self.password if password is None else password),
+            "username": b64(username or self.user),
+            "password": b64(self.password if password is None else password),
         }
         if ca:
-            data["ca.crt"] = _b64(self.ca_pem)
+            data["ca.crt"] = b64(self.ca_pem)
         return data
 
     def postgres_spec(self, **overrides: Any) -> dict[str, Any]:
@@ -555,57 +462,3 @@ def short_version(server_version: str) -> str:
     """``15.18 (Debian 15.18-0+deb12u1)`` -> ``15.18``."""
     match = _VERSION_RE.match(server_version)
     return match.group(1) if match else server_version
-
-
-# --- a server that never answers ----------------------------------------------------------------
-
-
-class SilentServer:
-    """Accepts TCP connections on 127.0.0.1 and never answers; ``stop()`` closes everything."""
-
-    host = LOCALHOST
-
-    def __init__(self) -> None:
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind((LOCALHOST, 0))
-        self._listener.listen(64)
-        self._listener.setblocking(False)
-        self.port: int = self._listener.getsockname()[1]
-        self._held: list[socket.socket] = []
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="silent-server", daemon=True)
-        self._thread.start()
-
-    @property
-    def connections_accepted(self) -> int:
-        return len(self._held)
-
-    def _serve(self) -> None:
-        with selectors.DefaultSelector() as selector:
-            selector.register(self._listener, selectors.EVENT_READ)
-            while not self._stopping.is_set():
-                for _key, _events in selector.select(timeout=0.05):
-                    try:
-                        conn, _addr = self._listener.accept()
-                    except (BlockingIOError, OSError):
-                        continue
-                    self._held.append(conn)  # keep it open, read nothing, say nothing
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._thread.join(timeout=5)
-        for conn in self._held:
-            conn.close()
-        self._listener.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

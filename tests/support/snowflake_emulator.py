@@ -10,11 +10,31 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import ssl
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.pgserver import CertificateAuthority
+from tests.support.servers import (
+    LOCALHOST,
+    StallServer,
+    TCPServer,
+    free_port,
+    stop_process,
+    wait_for_port,
+)
+
+__all__ = [
+    "FakesnowServer",
+    "ensure_fakesnow",
+    "fakesnow_server",
+    "free_port",
+    "refused_port",
+    "self_signed_tls_listener",
+    "silent_listener",
+]
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL_SCRIPT = REPO / "scripts" / "ci" / "install-snowflake-emulator.sh"
@@ -34,12 +54,6 @@ def ensure_fakesnow() -> Path:
             f"{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
         )
     return executable
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -67,29 +81,19 @@ def fakesnow_server(log_dir: Path) -> Iterator[FakesnowServer]:
         )
     try:
         _wait_until_listening(process, port, log_path)
-        yield FakesnowServer("127.0.0.1", port, log_path)
+        yield FakesnowServer(LOCALHOST, port, log_path)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process)
 
 
 def _wait_until_listening(process: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"fakesnow exited with {process.returncode} before listening:\n"
-                f"{log_path.read_text(errors='replace')[-4000:]}"
-            )
-        with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-            sock.settimeout(0.5)
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
+    if wait_for_port(port, STARTUP_TIMEOUT, process=process):
+        return
+    if process.poll() is not None:
+        raise RuntimeError(
+            f"fakesnow exited with {process.returncode} before listening:\n"
+            f"{log_path.read_text(errors='replace')[-4000:]}"
+        )
     raise RuntimeError(
         f"fakesnow did not listen on 127.0.0.1:{port} within {STARTUP_TIMEOUT:.0f} s:\n"
         f"{log_path.read_text(errors='replace')[-4000:]}"
@@ -98,11 +102,9 @@ def _wait_until_listening(process: subprocess.Popen[bytes], port: int, log_path:
 
 @contextlib.contextmanager
 def silent_listener() -> Iterator[int]:
-    """A port that completes TCP handshakes (the kernel's backlog) but never answers."""
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(128)
-        yield int(sock.getsockname()[1])
+    """A port that completes TCP handshakes but never answers."""
+    with StallServer() as server:
+        yield server.port
 
 
 def refused_port() -> int:
@@ -110,75 +112,29 @@ def refused_port() -> int:
     return free_port()
 
 
+class _TLSServer(TCPServer):
+    """Completes a TLS handshake with every client, reads its first bytes and hangs up."""
+
+    io_timeout = 5.0
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._context = context
+        super().__init__()
+
+    def handle(self, conn: socket.socket) -> None:
+        with self._context.wrap_socket(conn, server_side=True) as tls:
+            tls.recv(1024)
+
+
 @contextlib.contextmanager
 def self_signed_tls_listener(tmp_dir: Path) -> Iterator[int]:
-    """A TLS server on 127.0.0.1 whose certificate (for localhost, 127.0.0.1) nobody trusts."""
-    import datetime
-    import ipaddress
-    import ssl
-    import threading
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
+    """A TLS server on 127.0.0.1 whose certificate (for localhost) comes from a CA of its own,
+    which nobody trusts."""
+    cert_pem, key_pem = CertificateAuthority("untrusted test CA").issue(["localhost"])
     cert_path, key_path = tmp_dir / "tls.crt", tmp_dir / "tls.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cert_path.write_bytes(cert_pem)
+    key_path.write_bytes(key_pem)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_path, key_path)
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    listener.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            conn.settimeout(5)
-            try:
-                with context.wrap_socket(conn, server_side=True) as tls:
-                    tls.recv(1024)
-            except (OSError, ssl.SSLError):
-                conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield int(listener.getsockname()[1])
-    finally:
-        stop.set()
-        thread.join(timeout=2)
-        listener.close()
+    with _TLSServer(context) as server:
+        yield server.port

@@ -31,7 +31,6 @@ test ran nothing that would need (and so resume) a warehouse.
 
 from __future__ import annotations
 
-import base64
 import gzip
 import hashlib
 import http.client
@@ -42,13 +41,15 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+
+from tests.support.encoding import b64
+from tests.support.servers import BackgroundHTTPServer, QuietHandler
 
 # Snowflake's login error codes and messages, as the real service sends them.
 INCORRECT_PASSWORD = ("390100", "Incorrect username or password was specified.")
@@ -69,7 +70,7 @@ def fingerprint_of(public_key: PublicKeyTypes) -> str:
     der = public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    return "SHA256:" + base64.b64encode(hashlib.sha256(der).digest()).decode()
+    return "SHA256:" + b64(hashlib.sha256(der).digest())
 
 
 def _ident(name: str) -> str:
@@ -148,7 +149,7 @@ class _LoginRefused(Exception):
         self.message = message
 
 
-class StrictSnowflakeFront:
+class StrictSnowflakeFront(BackgroundHTTPServer):
     """The proxy; ``start()`` serves on 127.0.0.1 in a background thread."""
 
     def __init__(self, account: Account, upstream_host: str, upstream_port: int) -> None:
@@ -158,41 +159,11 @@ class StrictSnowflakeFront:
         self.logins: list[LoginRecord] = []
         self._sessions: dict[str, _Session] = {}
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # --- lifecycle ---------------------------------------------------------------------
-
-    def start(self) -> StrictSnowflakeFront:
-        front = self
-
-        class Handler(_FrontHandler):
-            owner = front
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        server.block_on_close = False
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.server_address[1])
+        super().__init__(_FrontHandler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.base_url
 
     def statements_since(self, mark: int) -> list[str]:
         with self._lock:
@@ -440,12 +411,11 @@ def _refusal(code: str, message: str, authenticator: str) -> dict[str, Any]:
     }
 
 
-class _FrontHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    owner: StrictSnowflakeFront
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        return
+class _FrontHandler(QuietHandler):
+    @property
+    def owner(self) -> StrictSnowflakeFront:
+        front: StrictSnowflakeFront = self.server.owner  # type: ignore[attr-defined]
+        return front
 
     def do_POST(self) -> None:
         self._dispatch("POST")
@@ -456,10 +426,6 @@ class _FrontHandler(BaseHTTPRequestHandler):
     def do_PUT(self) -> None:
         self._dispatch("PUT")
 
-    def _read_body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
-
     def _json_body(self, raw: bytes) -> dict[str, Any]:
         if self.headers.get("Content-Encoding", "") == "gzip":
             raw = gzip.decompress(raw)
@@ -467,17 +433,13 @@ class _FrontHandler(BaseHTTPRequestHandler):
         return value if isinstance(value, dict) else {}
 
     def _reply(self, status: int, payload: bytes, content_type: str = "application/json") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        self.send_payload(status, payload, content_type)
 
     def _reply_json(self, value: dict[str, Any]) -> None:
         self._reply(200, json.dumps(value).encode())
 
     def _dispatch(self, method: str) -> None:
-        raw = self._read_body()
+        raw = self.read_body()
         parts = urlsplit(self.path)
         try:
             if method == "POST" and parts.path == "/session/v1/login-request":

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.support.encoding import b64
 from tests.support.snowflake_front import Account, Role, User, Warehouse
 
 ACCOUNT = "testorg-analytics"
@@ -86,3 +90,23 @@ def make_account(registered: KeyMaterial) -> Account:
             "ADMIN_WH": Warehouse("ADMIN_WH", state="SUSPENDED"),
         },
     )
+
+
+def openssl_fingerprint(public_pem: str, workdir: Path) -> str:
+    """Snowflake's documented recipe for ``RSA_PUBLIC_KEY_FP``, run with the openssl CLI."""
+    pub = workdir / "rsa_key.pub"
+    pub.write_text(public_pem)
+    der = subprocess.run(
+        ["openssl", "pkey", "-pubin", "-in", str(pub), "-outform", "DER"],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    ).stdout
+    digest = hashlib.sha256(der).digest()
+    encoded = subprocess.run(
+        ["openssl", "base64", "-A"], input=digest, check=True, capture_output=True, timeout=30
+    ).stdout
+    fingerprint = "SHA256:" + encoded.decode().strip()
+    # openssl's base64 and Python's must agree, or the recipe above is not what it claims
+    assert fingerprint == "SHA256:" + b64(digest)
+    return fingerprint

@@ -10,16 +10,14 @@ against the same API. Each test works in a namespace of its own.
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
 import secrets
 import socket
 import ssl
-import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.kube_cluster import Kube, Namespace, delete_namespace, new_namespace
 from tests.support.kube_operator import OperatorProcess
 from tests.support.kubeapi import KubeAPIServer, kubeconfig_for
-from tests.support.pgserver import PostgresServer, unused_port
+from tests.support.pgserver import PostgresServer
+from tests.support.servers import free_port
+from tests.support.waiting import poll_until
+from tests.support.waiting import wait_until as wait_until
 from warehouse_operator.kube import KubeClient
 
 CONNECTION_LABEL = "warehouse-operator.io/connection"
@@ -54,12 +55,6 @@ def kube(kubeconfig: Path) -> Iterator[Kube]:
     connected = Kube.connect(kubeconfig)
     yield connected
     connected.close()
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    with PostgresServer("off") as server:
-        yield server
 
 
 @pytest.fixture
@@ -104,7 +99,7 @@ async def api(kubeapi: KubeAPIServer) -> AsyncIterator[KubeClient]:
 def workload(kind: str, name: str, connection: str | None) -> dict[str, Any]:
     """A minimal Deployment / Job / ... labelled as a user of ``connection``."""
     labels = {CONNECTION_LABEL: connection} if connection else {}
-    pod = {
+    pod: dict[str, Any] = {
         "metadata": {"labels": {"app": name}},
         "spec": {"containers": [{"name": "c", "image": "busybox"}]},
     }
@@ -170,7 +165,7 @@ def unreachable_connection(secret: str = "missing") -> dict[str, Any]:
     return {
         "provider": "postgres",
         "credentialsSecretRef": {"name": secret},
-        "postgres": {"host": "127.0.0.1", "port": unused_port(), "database": "x"},
+        "postgres": {"host": "127.0.0.1", "port": free_port(), "database": "x"},
     }
 
 
@@ -213,24 +208,24 @@ class RunningOperator:
         fam = self.metrics().get(family)
         if fam is None:
             return 0.0
-        return sum(
-            s.value
-            for s in fam.samples
-            if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items())
+        return float(
+            sum(
+                s.value
+                for s in fam.samples
+                if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items())
+            )
         )
 
+    def ready(self) -> bool:
+        try:
+            status, _ = self.get(self.health_port, "/readyz", timeout=1.0)
+        except OSError:
+            return False
+        return status == 200
+
     def wait_until_serving(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                status, _ = self.get(self.health_port, "/readyz", timeout=1.0)
-            except OSError:
-                status = 0
-            if status == 200:
-                return
-            if not self.process.running:
-                break
-            time.sleep(0.1)
+        if poll_until(self.ready, timeout, 0.1, give_up=lambda: not self.process.running):
+            return
         raise AssertionError(f"the operator is not ready; its log:\n{self.process.log_tail()}")
 
 
@@ -248,7 +243,7 @@ class OperatorFactory:
         env: Mapping[str, str] | None = None,
         name: str = "operator",
     ) -> RunningOperator:
-        metrics_port, health_port = unused_port(), unused_port()
+        metrics_port, health_port = free_port(), free_port()
         process = OperatorProcess(
             kubeconfig=self.kubeconfig,
             namespaces=namespaces,
@@ -283,26 +278,6 @@ def operators(
         if report is not None and report.failed:
             for running in factory.started:
                 print(f"--- {running.process.log_file.name}\n{running.process.log_tail(80)}")
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    report = yield
-    setattr(item, f"report_{report.when}", report)
-    return report
-
-
-def wait_until(
-    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:g}s")
-        time.sleep(interval)
 
 
 # --- admission reviews over HTTPS --------------------------------------------------------------------
@@ -394,7 +369,3 @@ def peer_certificate(port: int, ca_pem: bytes, server_name: str) -> bytes:
         der = tls.getpeercert(binary_form=True)
     assert der is not None
     return der
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()

@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.support.kubeapi import KubeAPIServer  # noqa: E402
 from tests.support.pgserver import PostgresServer, SilentServer  # noqa: E402
+from tests.support.servers import free_port, stop_process  # noqa: E402
 
 GROUP, VERSION, PLURAL = "warehouse-operator.io", "v1alpha1", "warehouseconnections"
 OPERATOR = [str(REPO / ".venv" / "bin" / "warehouse-operator")]
@@ -309,14 +310,6 @@ async def tested_after_stamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -357,8 +350,7 @@ class Bench:
         await self.kube_direct.close()
         await self.http.close()
         if self.proxy is not None:
-            self.proxy.terminate()
-            self.proxy.wait(10)
+            stop_process(self.proxy, 10)
         if self.api_server is not None:
             self.api_server.close()
         self.pg.stop()

@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.support.servers import TCPServer
+
 ROOT = Path(__file__).resolve().parents[2]
 HOSTS = "127.0.0.1 localhost\n::1 localhost\n"
 RESOLV = "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n"
@@ -150,22 +152,11 @@ class DnsServer:
         return header + question + records
 
 
-class CountingServer:
+class CountingServer(TCPServer):
     """Accepts connections and closes them, counting."""
 
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port: int = self.sock.getsockname()[1]
-        self.connections_accepted = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            conn, _ = self.sock.accept()
-            self.connections_accepted += 1
-            conn.close()
+    def handle(self, conn: socket.socket) -> None:
+        conn.close()
 
 
 def _substitute(value: Any, ports: dict[str, int]) -> Any:

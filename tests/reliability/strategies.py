@@ -17,6 +17,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from tests.support.encoding import b64
+
 PROVIDER_NAMES = ["postgres", "postgresql", "snowflake", "bigquery"]
 BAD_PROVIDER_NAMES = ["", "Postgres", "POSTGRESQL", "mysql", "oracle", "redshift", " postgres"]
 
@@ -252,10 +254,6 @@ def raw_specs(draw: st.DrawFn) -> Any:
 
 
 # --- Secret values -----------------------------------------------------------------------------
-
-
-def b64(value: bytes) -> str:
-    return base64.b64encode(value).decode()
 
 
 @cache

@@ -1,17 +1,12 @@
 """The test runner's pure paths: everything decided before a packet is sent."""
 
-import base64
-
 import pytest
 
+from tests.support.encoding import b64
 from warehouse_operator.models import CheckResult, Reason
 from warehouse_operator.probe import EgressPolicy, Redactor, run_test
 
 CANARY = "Canary-Pa55word-7f3a"
-
-
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
 
 
 def pg_spec(host: str = "127.0.0.1", **extra: object) -> dict[str, object]:

@@ -1,13 +1,8 @@
-import base64
-
 import pytest
 
+from tests.support.encoding import b64
 from warehouse_operator.models import ProbeFailure, Reason
 from warehouse_operator.secrets import SecretData
-
-
-def b64(text: str | bytes) -> str:
-    return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
 
 
 def test_logical_keys_and_alias() -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 import re
 import time
 from typing import Any
 
 import pytest
 
+from tests.support.encoding import b64
 from tests.support.pgserver import (
     CertificateAuthority,
     PostgresServer,
@@ -23,10 +23,6 @@ pytestmark = pytest.mark.integration
 
 PRE_CONNECT = ["spec", "credentials", "destination"]
 ALL_STAGES = [*PRE_CONNECT, "connect", "authenticate", "query"]
-
-
-def b64(value: str | bytes) -> str:
-    return base64.b64encode(value.encode() if isinstance(value, str) else value).decode()
 
 
 def connection_spec(

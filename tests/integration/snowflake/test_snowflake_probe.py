@@ -4,16 +4,15 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import re
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.encoding import b64
 from tests.support.snowflake_emulator import (
     refused_port,
     self_signed_tls_listener,
@@ -27,6 +26,7 @@ from tests.support.snowflake_testbed import (
     PASSWORD,
     PASSWORD_USER,
     KeyMaterial,
+    openssl_fingerprint,
 )
 from warehouse_operator.models import CheckResult, ProbeResult, Reason
 from warehouse_operator.probe import run_test
@@ -39,10 +39,6 @@ PRE_CONNECT = ["spec", "credentials", "destination"]
 ALL_STAGES = [*PRE_CONNECT, "connect", "authenticate", "role", "database", "warehouse", "query"]
 # what a connection test may send: metadata only, nothing that needs (or resumes) a warehouse
 METADATA_ONLY = re.compile(r"^(SHOW WAREHOUSES LIKE '[^']*'|SELECT CURRENT_VERSION\(\))$")
-
-
-def b64(value: str | bytes) -> str:
-    return base64.b64encode(value.encode() if isinstance(value, str) else value).decode()
 
 
 def secret(**values: str) -> dict[str, str]:
@@ -105,24 +101,6 @@ def assert_not_leaked(result: ProbeResult, *secrets: str) -> None:
         for line in value.splitlines():
             if len(line) >= 12 and "-----" not in line:
                 assert line not in shown
-
-
-def openssl_fingerprint(public_pem: str, tmp_path: Path) -> str:
-    """Snowflake's documented recipe for RSA_PUBLIC_KEY_FP, run with the openssl CLI."""
-    pub = tmp_path / "rsa_key.pub"
-    pub.write_text(public_pem)
-    der = subprocess.run(
-        ["openssl", "pkey", "-pubin", "-in", str(pub), "-outform", "DER"],
-        check=True,
-        capture_output=True,
-    ).stdout
-    digest = subprocess.run(
-        ["openssl", "dgst", "-sha256", "-binary"], input=der, check=True, capture_output=True
-    ).stdout
-    encoded = subprocess.run(
-        ["openssl", "base64", "-A"], input=digest, check=True, capture_output=True
-    ).stdout
-    return "SHA256:" + encoded.decode().strip()
 
 
 # --- Connected ---------------------------------------------------------------------------------

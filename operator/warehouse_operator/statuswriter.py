@@ -161,7 +161,7 @@ class StatusWriter:
                     namespace,
                     name,
                     _patch(known.status, merged, owner),
-                    resource_version=known.version,
+                    version=known.version,
                 )
             except Conflict:
                 self.conflicts += 1

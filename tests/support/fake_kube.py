@@ -67,23 +67,16 @@ class RecordingApi:
     # --- the port -----------------------------------------------------------------------------
 
     async def patch_status(
-        self,
-        namespace: str,
-        name: str,
-        status: Mapping[str, Any],
-        *,
-        resource_version: str | None = None,
+        self, namespace: str, name: str, status: Mapping[str, Any], *, version: str | None = None
     ) -> Any:
         key = (namespace, name)
         if key in self.gone:
             return None
         obj = self._object(key)
-        if resource_version is not None and resource_version != obj["metadata"]["resourceVersion"]:
+        if version is not None and version != obj["metadata"]["resourceVersion"]:
             self.conflicts += 1
             raise Conflict(409, "the object has been modified")
-        self.patches.append(
-            Patch(namespace, name, dict(status), time.monotonic(), resource_version)
-        )
+        self.patches.append(Patch(namespace, name, dict(status), time.monotonic(), version))
         self._store(key, _merge(obj.get("status") or {}, status))
         return copy.deepcopy(self.objects[key])
 

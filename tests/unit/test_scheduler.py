@@ -434,18 +434,11 @@ class StalledWritesApi(RecordingApi):
         self.release = asyncio.Event()
 
     async def patch_status(
-        self,
-        namespace: str,
-        name: str,
-        status: Mapping[str, Any],
-        *,
-        resource_version: str | None = None,
+        self, namespace: str, name: str, status: Mapping[str, Any], *, version: str | None = None
     ) -> Any:
         if name in self.stalled and status.get("phase") != "Pending":
             await self.release.wait()
-        return await super().patch_status(
-            namespace, name, status, resource_version=resource_version
-        )
+        return await super().patch_status(namespace, name, status, version=version)
 
 
 async def test_a_slow_status_write_holds_neither_the_worker_nor_the_connection_twice() -> None:

@@ -23,6 +23,7 @@ import aiohttp
 
 from warehouse_operator.kube.errors import Conflict, api_error
 from warehouse_operator.kube.paths import connection_path, is_dns_subdomain, object_path
+from warehouse_operator.kube.port import MERGE_PATCH, Body, Secs
 from warehouse_operator.models import GROUP, KIND, VERSION
 
 logger = logging.getLogger(__name__)
@@ -190,25 +191,20 @@ class KubeClient:
     # --- the calls ----------------------------------------------------------------------------
 
     async def patch_status(
-        self,
-        namespace: str,
-        name: str,
-        status: Mapping[str, Any],
-        *,
-        resource_version: str | None = None,
+        self, namespace: str, name: str, status: Mapping[str, Any], *, version: str | None = None
     ) -> Any:
         """Merge-patch the status subresource; None when the object is gone. With
-        ``resource_version`` the patch is conditional (``Conflict`` when the object changed)."""
+        ``version`` the patch is conditional (``Conflict`` when the object changed)."""
         body: dict[str, Any] = {"status": dict(status)}
-        if resource_version:
-            body["metadata"] = {"resourceVersion": resource_version}
+        if version:
+            body["metadata"] = {"resourceVersion": version}
         return await self._request(
             "PATCH",
             connection_path(namespace, name, "status"),
             json_body=body,
-            content_type="application/merge-patch+json",
+            content_type=MERGE_PATCH,
             not_found_ok=True,
-            conflict_fails=resource_version is not None,
+            conflict_fails=version is not None,
         )
 
     async def get_secret_data(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -261,9 +257,7 @@ class KubeClient:
 
     # --- generic object calls (leader election, admission, finalizers) ----------------------------
 
-    async def get_object(
-        self, path: str, *, timeout: float | None = None, retries: int = RETRIES
-    ) -> Any:
+    async def get_object(self, path: str, *, timeout: Secs = None, retries: int = RETRIES) -> Any:
         """The object at ``path`` (see ``object_path``); None when it does not exist."""
         return await self._request("GET", path, not_found_ok=True, timeout=timeout, retries=retries)
 
@@ -272,7 +266,7 @@ class KubeClient:
         path: str,
         *,
         label_selector: str | None = None,
-        timeout: float | None = None,
+        timeout: Secs = None,
         retries: int = RETRIES,
     ) -> dict[str, Any]:
         """A list response (``kind``, ``items``) of the collection at ``path``."""
@@ -281,55 +275,42 @@ class KubeClient:
         return body if isinstance(body, dict) else {}
 
     async def create_object(
-        self,
-        path: str,
-        body: Mapping[str, Any],
-        *,
-        timeout: float | None = None,
-        retries: int = RETRIES,
+        self, path: str, body: Body, *, timeout: Secs = None, retries: int = RETRIES
     ) -> Any:
         """POST to a collection; ``Conflict`` when the name is taken."""
-        return await self._request(
-            "POST",
-            path,
-            json_body=dict(body),
-            timeout=timeout,
-            retries=retries,
-            conflict_fails=True,
-        )
+        return await self._write("POST", path, dict(body), timeout=timeout, retries=retries)
 
     async def replace_object(
-        self,
-        path: str,
-        body: Mapping[str, Any],
-        *,
-        timeout: float | None = None,
-        retries: int = RETRIES,
+        self, path: str, body: Body, *, timeout: Secs = None, retries: int = RETRIES
     ) -> Any:
         """PUT; with ``metadata.resourceVersion`` in ``body`` a stale write raises ``Conflict``."""
-        return await self._request(
-            "PUT", path, json_body=dict(body), timeout=timeout, retries=retries, conflict_fails=True
-        )
+        return await self._write("PUT", path, dict(body), timeout=timeout, retries=retries)
 
     async def patch_object(
         self,
         path: str,
         patch: Any,
         *,
-        content_type: str = "application/merge-patch+json",
-        timeout: float | None = None,
+        content_type: str = MERGE_PATCH,
+        timeout: Secs = None,
         retries: int = RETRIES,
     ) -> Any:
         """PATCH; None when the object is gone, ``Conflict`` when a precondition failed."""
+        return await self._write(
+            "PATCH", path, patch, content_type, not_found_ok=True, timeout=timeout, retries=retries
+        )
+
+    async def _write(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        content_type: str = "application/json",
+        **options: Any,
+    ) -> Any:
+        """A write whose lost race (409) is the caller's to decide, never retried here."""
         return await self._request(
-            "PATCH",
-            path,
-            json_body=patch,
-            content_type=content_type,
-            not_found_ok=True,
-            timeout=timeout,
-            retries=retries,
-            conflict_fails=True,
+            method, path, json_body=body, content_type=content_type, conflict_fails=True, **options
         )
 
 

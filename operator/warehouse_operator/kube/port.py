@@ -1,8 +1,9 @@
 """The one port through which the operator's machinery reaches the Kubernetes API.
 
-``KubeClient`` implements it; the scheduler, the in-use controller, admission, the certificate
-manager and the leader elector depend on this Protocol only, and tests hand them fakes of it.
-Failures are the typed errors of ``kube.errors`` (or transport errors).
+``KubeClient`` implements it; the scheduler, the status writer, the in-use controller,
+admission, the certificate keeper and the leader elector depend on this Protocol only, and
+tests hand them fakes of it. Failures are the typed errors of ``kube.errors`` (or transport
+errors: the API did not answer).
 """
 
 from __future__ import annotations
@@ -10,18 +11,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+Body = Mapping[str, Any]
+Secs = float | None  # a per-call bound on top of the client's own; None: the client's
+MERGE_PATCH = "application/merge-patch+json"
+
 
 class KubeApi(Protocol):
     async def patch_status(
-        self,
-        namespace: str,
-        name: str,
-        status: Mapping[str, Any],
-        *,
-        resource_version: str | None = None,
+        self, namespace: str, name: str, status: Body, *, version: str | None = None
     ) -> Any:
-        """Merge-patch a connection's status; None when it is gone. With ``resource_version``
-        the write is conditional: a changed object raises ``Conflict``."""
+        """Merge-patch a connection's status; None when it is gone. With ``version`` (a
+        resourceVersion) the write is conditional: a changed object raises ``Conflict``."""
         ...
 
     async def get_secret_data(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -32,9 +32,7 @@ class KubeApi(Protocol):
         self, namespace: str, name: str, uid: str | None, type_: str, reason: str, message: str
     ) -> None: ...
 
-    async def get_object(
-        self, path: str, *, timeout: float | None = None, retries: int = ...
-    ) -> Any:
+    async def get_object(self, path: str, *, timeout: Secs = None, retries: int = ...) -> Any:
         """The object at ``path``; None when it does not exist."""
         ...
 
@@ -43,28 +41,18 @@ class KubeApi(Protocol):
         path: str,
         *,
         label_selector: str | None = None,
-        timeout: float | None = None,
+        timeout: Secs = None,
         retries: int = ...,
     ) -> dict[str, Any]: ...
 
     async def create_object(
-        self,
-        path: str,
-        body: Mapping[str, Any],
-        *,
-        timeout: float | None = None,
-        retries: int = ...,
+        self, path: str, body: Body, *, timeout: Secs = None, retries: int = ...
     ) -> Any:
         """POST; ``Conflict`` when the name is taken."""
         ...
 
     async def replace_object(
-        self,
-        path: str,
-        body: Mapping[str, Any],
-        *,
-        timeout: float | None = None,
-        retries: int = ...,
+        self, path: str, body: Body, *, timeout: Secs = None, retries: int = ...
     ) -> Any:
         """PUT; ``Conflict`` when ``metadata.resourceVersion`` is stale."""
         ...
@@ -75,7 +63,7 @@ class KubeApi(Protocol):
         patch: Any,
         *,
         content_type: str = ...,
-        timeout: float | None = None,
+        timeout: Secs = None,
         retries: int = ...,
     ) -> Any:
         """PATCH; None when the object is gone, ``Conflict`` when a precondition failed."""

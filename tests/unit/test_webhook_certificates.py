@@ -42,7 +42,11 @@ def test_service_names_cover_how_the_api_server_dials() -> None:
         "whc-webhook.ops.svc.cluster.local",
     ]
     options = SelfSignedOptions(
-        namespace="ops", service="whc-webhook", extra_dns_names=("localhost",)
+        namespace="ops",
+        service="whc-webhook",
+        secret_name="whc-webhook-tls",
+        webhook_config="whc",
+        extra_dns_names=("localhost",),
     )
     assert options.dns_names == [*NAMES, "localhost"]
 

@@ -109,12 +109,14 @@ class DirectoryCertificates:
             self.reload()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SelfSignedOptions:
+    """Where the certificate lives and whom it names (the names come from the settings)."""
+
     namespace: str
-    service: str = "warehouse-operator-webhook"
-    secret_name: str = "warehouse-operator-webhook-tls"  # noqa: S105  (a name, not a value)
-    webhook_config: str = "warehouse-operator"
+    service: str
+    secret_name: str
+    webhook_config: str
     ca_validity: dt.timedelta = dt.timedelta(days=3650)
     cert_validity: dt.timedelta = dt.timedelta(days=365)
     renew_at: float = 1 / 3  # renew when a third of the lifetime is left

@@ -43,10 +43,10 @@ unit: $(STAMP)
 test: test-deps lint typecheck contracts
 	$(BIN)/pytest -q -p no:cacheprovider --durations=15
 
-# After editing operator/warehouse_operator/data/crd.yaml: copy it to crds/, the kustomize
-# base and the Helm chart (tests fail while any copy differs).
+# After editing crds/: copy it to the kustomize base, the Helm chart and the package (tests fail
+# while any copy differs).
 crd:
-	bash scripts/ci/sync-crd.sh
+	bash deploy/sync-crds.sh
 
 # After changing a setting in operator/warehouse_operator/settings.py: its tables in README.md
 # and docs/INSTALL.md (tests fail while they differ).

@@ -162,9 +162,9 @@ def _settings_from(env: Mapping[str, str]) -> settings_mod.Settings:
 
 
 def names_in_operator_source() -> set[str]:
-    """Every WHC_* name the operator's code mentions (settings, and what it reads elsewhere)."""
+    """Every WHC_* name the operator reads: the settings' variables, and any the code names."""
     package = ROOT / "operator" / "warehouse_operator"
-    return {
+    return {o.env for o in settings_mod.OPTIONS} | {
         name
         for path in package.rglob("*.py")
         for name in re.findall(r"[\"'](WHC_[A-Z0-9_]+)[\"']", path.read_text())

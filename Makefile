@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup test-deps lint typecheck contracts unit integration e2e crd bench-smoke clean
+.PHONY: run test setup test-deps lint typecheck contracts unit integration e2e crd docs bench-smoke clean
 
 # The virtualenv, reinstalled when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -43,10 +43,15 @@ unit: $(STAMP)
 test: test-deps lint typecheck contracts
 	$(BIN)/pytest -q -p no:cacheprovider --durations=15
 
-# After editing operator/warehouse_operator/data/crd.yaml: copy it to crds/, the kustomize
-# base and the Helm chart (tests fail while any copy differs).
+# After editing crds/: copy it to the kustomize base, the Helm chart and the package (tests fail
+# while any copy differs).
 crd:
-	bash scripts/ci/sync-crd.sh
+	bash deploy/sync-crds.sh
+
+# After changing a setting in operator/warehouse_operator/settings.py: its tables in README.md
+# and docs/INSTALL.md (tests fail while they differ).
+docs: $(STAMP)
+	$(BIN)/python scripts/docs/settings-tables.py
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Copies the CustomResourceDefinitions from crds/ (the one source) into the two installers
-# that cannot reference files outside their own folder:
-#   deploy/manifests/crds/               kustomize loads no file from outside its base
-#   deploy/helm/warehouse-operator/crds/ a packaged chart carries only its own files
+# crds/ is the one source of the CustomResourceDefinitions (`make crd` runs this script). It
+# copies them where kubectl -f crds/ cannot reach:
+#   deploy/manifests/crds/                      kustomize loads no file from outside its base
+#   deploy/helm/warehouse-operator/crds/        a packaged chart carries only its own files
+#   operator/warehouse_operator/data/crd.yaml   the wheel: `warehouse-operator crd` prints it
 #
 #   deploy/sync-crds.sh           copy
-#   deploy/sync-crds.sh --check   exit 1 when a copy differs from crds/ (tests/deploy checks too)
+#   deploy/sync-crds.sh --check   exit 1 when a copy differs from crds/ (tests check too)
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -46,4 +47,18 @@ for target in "${targets[@]}"; do
         fi
     done
 done
+# The package ships the one CRD there is under a fixed name.
+packaged="$root/operator/warehouse_operator/data/crd.yaml"
+if ((${#sources[@]} != 1)); then
+    echo "sync-crds: the package holds one CRD; crds/ has ${#sources[@]}" >&2
+    status=1
+elif $check; then
+    if ! cmp -s "${sources[0]}" "$packaged"; then
+        echo "sync-crds: ${packaged#"$root"/} differs from ${sources[0]#"$root"/}" >&2
+        status=1
+    fi
+else
+    mkdir -p "$(dirname "$packaged")"
+    cp "${sources[0]}" "$packaged"
+fi
 exit $status

@@ -37,7 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="{run,check,crd}")
     run = sub.add_parser(
-        "run", help="run the operator against the current kubeconfig (or in-cluster)"
+        "run",
+        help="run the operator against the current kubeconfig (or in-cluster)",
+        description="Runs the operator. Each setting is a flag or an environment variable; "
+        "flags win.",
+        formatter_class=settings_mod.HelpFormatter,
     )
     settings_mod.add_arguments(run)
     check = sub.add_parser(
@@ -66,7 +70,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
-        return _run(args)
+        try:
+            return _run(args)
+        except settings_mod.UsageError as exc:
+            print(exc.message, file=sys.stderr)
+            return EXIT_USAGE
     if args.command == "check":
         try:
             return asyncio.run(_check(args))
@@ -111,26 +119,39 @@ def _kubeconfig_needs_client_library(environ: Mapping[str, str]) -> bool:
     return False
 
 
-def _run(args: argparse.Namespace) -> int:
-    if not _kubeconfig_needs_client_library(os.environ):
-        sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
+# kopf's own text format cuts logger names at 20 characters ("warehouse_operator.s")
+TEXT_LOG_FORMAT = "[%(asctime)s] %(name)s [%(levelname)-8s] %(message)s"
+
+
+def configure_logging(log_format: str, log_level: str) -> None:
+    """kopf's handler on the root logger, in JSON or in text with whole logger names."""
     import kopf
 
-    from warehouse_operator.handlers import run_operator
-
-    conf = settings_mod.from_args(args)
-    level = getattr(logging, conf.log_level.upper(), None)
-    if not isinstance(level, int):
-        print(f"warehouse-operator: unknown log level {conf.log_level!r}", file=sys.stderr)
-        return EXIT_USAGE
+    level = logging.getLevelNamesMapping()[log_level]
+    json_logs = log_format == "json"
+    root = logging.getLogger()
+    before = set(root.handlers)
     kopf.configure(
-        log_format=kopf.LogFormat.JSON if conf.log_format == "json" else kopf.LogFormat.FULL,
+        log_format=kopf.LogFormat.JSON if json_logs else kopf.LogFormat.FULL,
         verbose=level <= logging.DEBUG,
     )
-    logging.getLogger().setLevel(level)
+    if not json_logs:
+        for handler in root.handlers:
+            if handler not in before:
+                handler.setFormatter(logging.Formatter(TEXT_LOG_FORMAT))
+    root.setLevel(level)
     # kopf reports every handled watch event at INFO: thousands of lines a minute at scale
     for noisy in ("kopf.objects", "snowflake.connector", "urllib3", "google", "botocore"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def _run(args: argparse.Namespace) -> int:
+    conf = settings_mod.from_args(args)  # bad input fails before anything is imported
+    if not _kubeconfig_needs_client_library(os.environ):
+        sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
+    from warehouse_operator.handlers import run_operator
+
+    configure_logging(conf.log_format, conf.log_level)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_operator(conf))
     return 0

@@ -1,8 +1,8 @@
 """The WarehouseConnection CustomResourceDefinition, as packaged with the operator.
 
-``data/crd.yaml`` is the same file as ``crds/warehouseconnections.warehouse-operator.io.yaml``
-(``scripts/ci/sync-crd.sh`` keeps them equal, a unit test checks it), so
-``warehouse-operator crd`` prints exactly what ``kubectl apply -f crds/`` applies.
+``data/crd.yaml`` is a copy of ``crds/warehouseconnections.warehouse-operator.io.yaml`` (the
+source; ``make crd`` copies it, tests check the copies), so ``warehouse-operator crd`` prints
+exactly what ``kubectl apply -f crds/`` applies.
 """
 
 from __future__ import annotations

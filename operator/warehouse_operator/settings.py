@@ -1,12 +1,21 @@
-"""Operator configuration: command-line flags, each with an environment variable (Helm values map to them)."""
+"""Operator configuration: each setting declared once, as a field of ``Settings``.
+
+A field's declaration (``setting(...)``) holds everything about it: how a value is read, the
+default, the placeholder and the help. The flag (``--default-test-interval``) and the
+environment variable (``WHC_DEFAULT_TEST_INTERVAL``) follow from the field's name; the
+argparse options, ``run --help`` and the tables in README.md and docs/INSTALL.md
+(``make docs``) are all made from these declarations. Flags win over environment variables,
+which win over defaults.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, TypeVar
 
 from warehouse_operator.models import parse_duration
 from warehouse_operator.probe import DEFAULT_DENIED, EgressPolicy
@@ -18,45 +27,19 @@ DEFAULT_IN_USE_KINDS = (
     "batch/v1/jobs",
     "batch/v1/cronjobs",
 )
+ENV_PREFIX = "WHC_"
+
+T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Settings:
-    namespaces: tuple[str, ...] = ()  # empty: all namespaces
-    default_test_interval: float = 300.0
-    max_concurrent_tests: int = 50
-    egress_allowed_cidrs: tuple[str, ...] = ()
-    egress_denied_cidrs: tuple[str, ...] = DEFAULT_DENIED
-    in_use_kinds: tuple[str, ...] = DEFAULT_IN_USE_KINDS
-    log_format: str = "text"
-    log_level: str = "INFO"
-    metrics_port: int = 8080
-    health_port: int = 8081
-    startup_spread: float = 30.0
-    leader_elect: bool = False
-    leader_election_namespace: str = ""
-    leader_election_lease: str = "warehouse-operator"
-    leader_election_lease_duration: float = 15.0
-    leader_election_renew_deadline: float = 10.0
-    leader_election_retry_period: float = 2.0
-    webhook_port: int = 0  # 0: the webhook server is off
-    webhook_cert_dir: str = ""
-    webhook_service_name: str = "warehouse-operator-webhook"
-    webhook_secret_name: str = "warehouse-operator-webhook-tls"  # noqa: S105  (a name)
-    webhook_config_name: str = "warehouse-operator"
-    one_connection_per_namespace: bool = False
-    extra: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def egress_policy(self) -> EgressPolicy:
-        return EgressPolicy.from_cidrs(self.egress_allowed_cidrs, self.egress_denied_cidrs)
+# --- reading values ------------------------------------------------------------------------------
 
 
 def _csv(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
-def _bool(value: str) -> bool:
+def parse_bool(value: str) -> bool:
     if value.strip().lower() in ("1", "true", "yes", "on"):
         return True
     if value.strip().lower() in ("0", "false", "no", "off", ""):
@@ -100,169 +83,348 @@ def _cidrs(value: str) -> tuple[str, ...]:
     return cidrs
 
 
-# flag, env var, type, default, help
-_OPTIONS: Sequence[tuple[str, str, Callable[[str], Any], object, str]] = (
-    (
-        "--namespaces",
-        "WHC_NAMESPACES",
+def _log_format(value: str) -> str:
+    if value not in ("text", "json"):
+        raise argparse.ArgumentTypeError(f"must be text or json: {value!r}")
+    return value
+
+
+def _log_level(value: str) -> str:
+    if value.upper() not in logging.getLevelNamesMapping():
+        raise argparse.ArgumentTypeError(f"unknown log level: {value!r}")
+    return value.upper()
+
+
+def show_duration(seconds: float) -> str:
+    """``300.0`` as ``5m``, ``0.5`` as ``500ms``: the way durations are written on input."""
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+# --- declaring settings --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting as the command line, the environment and the documentation see it."""
+
+    name: str
+    parse: Callable[[str], Any]
+    default: Any
+    placeholder: str  # empty for a switch
+    help: str
+    shown: str  # the default as help and documentation print it
+    helm: str  # the chart value that sets it, for docs/INSTALL.md
+    prose: bool = False  # ``shown`` is words ("any"), not a value
+
+    @property
+    def shown_markdown(self) -> str:
+        return self.shown if self.prose else f"`{self.shown}`"
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def switch(self) -> bool:
+        return self.parse is parse_bool
+
+
+def setting(
+    parse: Callable[[str], T],
+    default: T,
+    help: str,
+    *,
+    placeholder: str,
+    shown: str | None = None,
+    helm: str = "`extraEnv`",
+) -> T:
+    """A ``Settings`` field and its option, declared together (the option is named later)."""
+    option = Option(
+        "",
+        parse,
+        default,
+        placeholder,
+        help,
+        _show(default) if shown is None else shown,
+        helm,
+        prose=shown is not None,
+    )
+    # the dataclass sees a field; type checkers see a default of type T
+    return field(default=default, metadata={"option": option})
+
+
+def _show(default: object) -> str:
+    if isinstance(default, bool):
+        return "true" if default else "false"
+    if isinstance(default, float):
+        return show_duration(default)
+    if isinstance(default, tuple):
+        return ",".join(default)
+    return str(default)
+
+
+def switch_setting(default: bool, help: str, *, helm: str = "`extraEnv`") -> bool:
+    return setting(parse_bool, default, help, placeholder="", helm=helm)
+
+
+def duration_setting(default: float, help: str, *, helm: str = "`extraEnv`") -> float:
+    return setting(_duration, default, help, placeholder="DURATION", helm=helm)
+
+
+def port_setting(default: int, help: str, *, helm: str) -> int:
+    return setting(_port, default, help, placeholder="PORT", helm=helm)
+
+
+def name_setting(default: str, help: str, *, helm: str = "set by the chart") -> str:
+    return setting(str, default, help, placeholder="NAME", helm=helm)
+
+
+@dataclass(frozen=True)
+class Settings:
+    namespaces: tuple[str, ...] = setting(
         _csv,
         (),
-        "comma-separated namespaces to watch (default: all)",
-    ),
-    (
-        "--default-test-interval",
-        "WHC_DEFAULT_TEST_INTERVAL",
-        _duration,
-        300.0,
-        "test interval when spec.testInterval is not set (default 5m)",
-    ),
-    (
-        "--max-concurrent-tests",
-        "WHC_MAX_CONCURRENT_TESTS",
+        "namespaces to watch, comma-separated",
+        placeholder="NAMESPACES",
+        shown="all namespaces",
+        helm="`watchedNamespaces`",
+    )
+    default_test_interval: float = duration_setting(
+        300.0, "test interval when spec.testInterval is not set", helm="`defaultTestInterval`"
+    )
+    max_concurrent_tests: int = setting(
         _positive_int,
         50,
-        "tests running at once, operator-wide (default 50)",
-    ),
-    (
-        "--egress-allowed-cidrs",
-        "WHC_EGRESS_ALLOWED_CIDRS",
+        "tests running at once, operator-wide",
+        placeholder="N",
+        helm="`maxConcurrentTests`",
+    )
+    egress_allowed_cidrs: tuple[str, ...] = setting(
         _cidrs,
         (),
-        "comma-separated CIDRs tests may connect to (default: any)",
-    ),
-    (
-        "--egress-denied-cidrs",
-        "WHC_EGRESS_DENIED_CIDRS",
+        "CIDRs tests may connect to, comma-separated",
+        placeholder="CIDRS",
+        shown="any",
+        helm="`egress.allowedCIDRs`",
+    )
+    egress_denied_cidrs: tuple[str, ...] = setting(
         _cidrs,
         DEFAULT_DENIED,
-        "comma-separated CIDRs tests may never connect to (default: link-local)",
-    ),
-    (
-        "--in-use-kinds",
-        "WHC_IN_USE_KINDS",
+        "CIDRs tests may never connect to, comma-separated; link-local holds cloud metadata",
+        placeholder="CIDRS",
+        helm="`egress.deniedCIDRs`",
+    )
+    in_use_kinds: tuple[str, ...] = setting(
         _csv,
         DEFAULT_IN_USE_KINDS,
-        "group/version/plural of kinds whose labelled objects use a connection",
-    ),
-    ("--log-format", "WHC_LOG_FORMAT", str, "text", "text or json"),
-    ("--log-level", "WHC_LOG_LEVEL", str, "INFO", "DEBUG, INFO, WARNING or ERROR"),
-    ("--metrics-port", "WHC_METRICS_PORT", _port, 8080, "port of /metrics (0: off)"),
-    ("--health-port", "WHC_HEALTH_PORT", _port, 8081, "port of /healthz and /readyz (0: off)"),
-    (
-        "--startup-spread",
-        "WHC_STARTUP_SPREAD",
-        _duration,
+        "group/version/plural of the kinds whose labelled objects use a connection",
+        placeholder="KINDS",
+        helm="`inUseKinds`",
+    )
+    log_format: str = setting(
+        _log_format, "text", "text or json", placeholder="FORMAT", helm="`logging.format`"
+    )
+    log_level: str = setting(
+        _log_level,
+        "INFO",
+        "DEBUG, INFO, WARNING or ERROR",
+        placeholder="LEVEL",
+        helm="`logging.level`",
+    )
+    metrics_port: int = port_setting(
+        8080, "port of /metrics; 0: off", helm="`metrics.port`, `metrics.enabled`"
+    )
+    health_port: int = port_setting(
+        8081, "port of /healthz and /readyz; 0: off", helm="`health.port`"
+    )
+    startup_spread: float = duration_setting(
         30.0,
         "on start, re-tests of up-to-date connections are spread over this long",
-    ),
-    (
-        "--leader-elect",
-        "WHC_LEADER_ELECT",
-        _bool,
+        helm="`startupSpread`",
+    )
+    leader_elect: bool = switch_setting(
         False,
         "use a Lease so that only one replica tests",
-    ),
-    (
-        "--leader-election-namespace",
-        "WHC_LEADER_ELECTION_NAMESPACE",
+        helm="`leaderElection.enabled` (auto: on when replicas > 1)",
+    )
+    leader_election_namespace: str = setting(
         str,
         "",
-        "namespace of the Lease (default: the pod's)",
-    ),
-    (
-        "--leader-election-lease",
-        "WHC_LEADER_ELECTION_LEASE",
-        str,
-        "warehouse-operator",
-        "name of the Lease",
-    ),
-    (
-        "--leader-election-lease-duration",
-        "WHC_LEADER_ELECTION_LEASE_DURATION",
-        _duration,
-        15.0,
-        "how long a leader's lease lasts without renewal (default 15s)",
-    ),
-    (
-        "--leader-election-renew-deadline",
-        "WHC_LEADER_ELECTION_RENEW_DEADLINE",
-        _duration,
-        10.0,
-        "a leader that cannot renew within this long stops testing (default 10s)",
-    ),
-    (
-        "--leader-election-retry-period",
-        "WHC_LEADER_ELECTION_RETRY_PERIOD",
-        _duration,
-        2.0,
-        "how often the lease is tried and renewed (default 2s)",
-    ),
-    (
-        "--webhook-port",
-        "WHC_WEBHOOK_PORT",
-        _port,
+        "namespace of the Lease",
+        placeholder="NAMESPACE",
+        shown="the pod's",
+        helm="the release namespace",
+    )
+    leader_election_lease: str = name_setting(
+        "warehouse-operator", "name of the Lease", helm="`leaderElection.leaseName`"
+    )
+    leader_election_lease_duration: float = duration_setting(
+        15.0, "how long a leader's lease lasts without renewal"
+    )
+    leader_election_renew_deadline: float = duration_setting(
+        10.0, "a leader that cannot renew within this long stops testing"
+    )
+    leader_election_retry_period: float = duration_setting(
+        2.0, "how often the lease is tried and renewed"
+    )
+    webhook_port: int = port_setting(
         0,
-        "port of the admission webhook server (0: off)",
-    ),
-    (
-        "--webhook-cert-dir",
-        "WHC_WEBHOOK_CERT_DIR",
+        "port of the admission webhook server; 0: off",
+        helm="`webhook.enabled`, `webhook.port`",
+    )
+    webhook_cert_dir: str = setting(
         str,
         "",
         "folder with tls.crt and tls.key for the webhook",
-    ),
-    (
-        "--webhook-service-name",
-        "WHC_WEBHOOK_SERVICE_NAME",
-        str,
+        placeholder="PATH",
+        shown="none: a self-managed certificate",
+        helm="set with `webhook.certManager.enabled`",
+    )
+    webhook_service_name: str = name_setting(
         "warehouse-operator-webhook",
-        "Service in front of the webhook (names in its self-managed certificate)",
-    ),
-    (
-        "--webhook-secret-name",
-        "WHC_WEBHOOK_SECRET_NAME",
-        str,
+        "Service in front of the webhook, named in its self-managed certificate",
+    )
+    webhook_secret_name: str = name_setting(
         "warehouse-operator-webhook-tls",
         "Secret holding the self-managed webhook certificate",
-    ),
-    (
-        "--webhook-config-name",
-        "WHC_WEBHOOK_CONFIG_NAME",
-        str,
+    )
+    webhook_config_name: str = name_setting(
         "warehouse-operator",
         "ValidatingWebhookConfiguration whose caBundle the operator keeps current",
-    ),
-    (
-        "--one-connection-per-namespace",
-        "WHC_ONE_CONNECTION_PER_NAMESPACE",
-        _bool,
+    )
+    one_connection_per_namespace: bool = switch_setting(
         False,
         "refuse a second WarehouseConnection in a namespace",
-    ),
+        helm="`oneConnectionPerNamespace`",
+    )
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def egress_policy(self) -> EgressPolicy:
+        return EgressPolicy.from_cidrs(self.egress_allowed_cidrs, self.egress_denied_cidrs)
+
+
+OPTIONS: tuple[Option, ...] = tuple(
+    replace(f.metadata["option"], name=f.name) for f in fields(Settings) if "option" in f.metadata
 )
 
 
+# --- the command line ------------------------------------------------------------------------------
+
+
+class Switch(argparse.Action):
+    """``--x`` / ``--no-x``; ``--x=true`` and ``--x false`` are read too, as they once had to be."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        negated = [f"--no-{s.removeprefix('--')}" for s in option_strings]
+        super().__init__([*option_strings, *negated], dest, nargs="?", **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        negated = bool(option_string and option_string.startswith("--no-"))
+        if values is None:
+            setattr(namespace, self.dest, not negated)
+            return
+        if negated:
+            raise argparse.ArgumentError(self, "takes no value")
+        try:
+            setattr(namespace, self.dest, parse_bool(str(values)))
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentError(self, str(exc)) from None
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Switches read ``--x, --no-x`` in help, not ``--x [X]``."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if isinstance(action, Switch):
+            return ", ".join(action.option_strings)
+        return super()._format_action_invocation(action)
+
+    def _format_args(self, action: argparse.Action, default_metavar: str) -> str:
+        if isinstance(action, Switch):
+            return ""  # usage: [--leader-elect]
+        return super()._format_args(action, default_metavar)
+
+
+def help_line(option: Option) -> str:
+    return f"{option.help} (default: {option.shown}; env {option.env})"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    for flag, env, kind, default, help_text in _OPTIONS:
-        parser.add_argument(
-            flag, type=kind, default=None, metavar=env, help=f"{help_text} [env {env}]"
-        )
-        del default
+    for option in OPTIONS:
+        if option.switch:
+            parser.add_argument(option.flag, action=Switch, default=None, help=help_line(option))
+        else:
+            parser.add_argument(
+                option.flag,
+                type=option.parse,
+                default=None,
+                metavar=option.placeholder,
+                help=help_line(option),
+            )
 
 
 def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
-    """Flags win over environment variables, which win over defaults."""
+    """Flags win over environment variables, which win over defaults. A bad environment
+    variable is a usage error (exit 2) naming the variable."""
     environ = os.environ if environ is None else environ
     values: dict[str, object] = {}
-    for flag, env, kind, default, _ in _OPTIONS:
-        attr = flag.removeprefix("--").replace("-", "_")
-        value = getattr(args, attr, None)
-        if value is None and environ.get(env) is not None:
+    for option in OPTIONS:
+        value = getattr(args, option.name, None)
+        if value is None and environ.get(option.env) is not None:
             try:
-                value = kind(environ[env])
+                value = option.parse(environ[option.env])
             except (argparse.ArgumentTypeError, ValueError) as exc:
-                raise SystemExit(f"warehouse-operator: invalid {env}: {exc}") from None
-        values[attr] = default if value is None else value
-    if values["log_format"] not in ("text", "json"):
-        raise SystemExit("warehouse-operator: --log-format must be text or json")
+                raise UsageError(f"invalid {option.env}: {exc}") from None
+        if value is not None:
+            values[option.name] = value
     return Settings(**values)  # type: ignore[arg-type]
+
+
+class UsageError(SystemExit):
+    """Bad input: exit status 2, as argparse gives; the command line prints the message."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = f"warehouse-operator: {message}"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# --- documentation ---------------------------------------------------------------------------------
+
+
+def markdown_flags_table() -> str:
+    """README.md's table of flags."""
+    rows = ["| flag | env | default | what |", "|---|---|---|---|"]
+    for option in OPTIONS:
+        flag = f"`{option.flag}`" + (f", `--no-{option.flag[2:]}`" if option.switch else "")
+        placeholder = f" {option.placeholder}" if option.placeholder else ""
+        rows.append(
+            f"| {flag}{placeholder} | `{option.env}` | {option.shown_markdown} | {option.help} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def markdown_env_table() -> str:
+    """docs/INSTALL.md's table of environment variables and the chart values that set them."""
+    rows = ["| variable | default | Helm value |", "|---|---|---|"]
+    for option in OPTIONS:
+        rows.append(f"| `{option.env}` | {option.shown_markdown} | {option.helm} |")
+    return "\n".join(rows) + "\n"

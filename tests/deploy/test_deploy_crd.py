@@ -1,4 +1,4 @@
-"""The chart and the kustomize base install the very CRD in crds/."""
+"""The chart, the kustomize base and the package carry the very CRD in crds/ (the one source)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ def test_copies_are_identical_to_crds() -> None:
     source = (ROOT / "crds" / CRD_FILE).read_bytes()
     assert (KUSTOMIZE_BASE / "crds" / CRD_FILE).read_bytes() == source
     assert (CHART / "crds" / CRD_FILE).read_bytes() == source
+    assert (ROOT / "operator" / "warehouse_operator" / "data" / "crd.yaml").read_bytes() == source
     # Nothing else in the copies: a CRD removed from crds/ must go from them too.
     for folder in (KUSTOMIZE_BASE / "crds", CHART / "crds", ROOT / "crds"):
         assert sorted(p.name for p in folder.iterdir()) == [CRD_FILE]
@@ -44,6 +45,8 @@ def test_sync_script_notices_a_stale_copy(tmp_path: Any) -> None:
     assert "differs" in check.stderr
     subprocess.run(["bash", script], check=True, timeout=60)
     assert stale.read_bytes() == (ROOT / "crds" / CRD_FILE).read_bytes()
+    packaged = tmp_path / "operator/warehouse_operator/data/crd.yaml"
+    assert packaged.read_bytes() == stale.read_bytes()
     again = subprocess.run(["bash", script, "--check"], capture_output=True, check=False)
     assert again.returncode == 0
 

@@ -14,7 +14,7 @@ GUIDE = ROOT / "docs" / "INSTALL.md"
 
 def test_every_setting_is_in_the_guide() -> None:
     guide = GUIDE.read_text()
-    missing = [env for _, env, *_ in settings_mod._OPTIONS if f"`{env}`" not in guide]
+    missing = [o.env for o in settings_mod.OPTIONS if f"`{o.env}`" not in guide]
     assert missing == []
 
 

@@ -162,9 +162,9 @@ def _settings_from(env: Mapping[str, str]) -> settings_mod.Settings:
 
 
 def names_in_operator_source() -> set[str]:
-    """Every WHC_* name the operator's code mentions (settings, and what it reads elsewhere)."""
+    """Every WHC_* name the operator reads: the settings' variables, and any the code names."""
     package = ROOT / "operator" / "warehouse_operator"
-    return {
+    return {o.env for o in settings_mod.OPTIONS} | {
         name
         for path in package.rglob("*.py")
         for name in re.findall(r"[\"'](WHC_[A-Z0-9_]+)[\"']", path.read_text())
@@ -178,7 +178,7 @@ def test_environment_is_understood_by_the_operator(rendered: Rendered) -> None:
     unknown = ours - names_in_operator_source()
     assert not unknown, f"the operator never reads {sorted(unknown)}"
     assert env["POD_NAMESPACE"] == rendered.namespace
-    settings_env = {k: v for k, v in env.items() if k in {o[1] for o in settings_mod._OPTIONS}}
+    settings_env = {k: v for k, v in env.items() if k in {o.env for o in settings_mod.OPTIONS}}
     conf = _settings_from(settings_env)  # SystemExit on a value the operator would refuse
     assert conf.health_port == 8081
     assert conf.metrics_port == 8080

@@ -1,12 +1,14 @@
 """``warehouse-operator check`` and ``crd`` on manifests that need no server."""
 
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from warehouse_operator.cli import main
+from warehouse_operator.cli import configure_logging, main
 from warehouse_operator.crd import crd_text
 
 MANIFEST = """
@@ -117,3 +119,40 @@ def test_client_library_only_for_plugin_logins(
     path.write_text(yaml.safe_dump({"users": [{"name": "u", "user": user}]}))
     assert _kubeconfig_needs_client_library({"KUBECONFIG": str(path)}) is needed
     assert _kubeconfig_needs_client_library({"KUBECONFIG": str(tmp_path / "missing")}) is False
+
+
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_text_logs_name_loggers_in_full(root_logging: None) -> None:
+    before = set(logging.getLogger().handlers)
+    configure_logging("text", "INFO")
+    added = [h for h in logging.getLogger().handlers if h not in before]
+    assert len(added) == 1
+    for name in ("warehouse_operator.scheduler", "kopf.activities.startup"):
+        record = logging.LogRecord(name, logging.INFO, __file__, 1, "hello", None, None)
+        line = added[0].format(record)
+        assert f"] {name} [INFO" in line
+        assert line.endswith("hello")
+    assert logging.getLogger().level == logging.INFO
+    assert logging.getLogger("kopf.objects").level == logging.WARNING
+
+
+def test_run_usage_errors_exit_2_without_a_traceback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WHC_MAX_CONCURRENT_TESTS", "many")
+    assert main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid WHC_MAX_CONCURRENT_TESTS" in err
+    assert "Traceback" not in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--leader-elect=perhaps"])
+    assert exit_info.value.code == 2
+    assert "not a boolean" in capsys.readouterr().err

@@ -172,7 +172,7 @@ def test_a_follower_writes_nothing_until_it_leads(
     )
     op = operators(
         [ns.name],
-        args=["--leader-elect", "true", "--leader-election-namespace", ns.name],
+        args=["--leader-elect", "--leader-election-namespace", ns.name],
         env={"WHC_LEADER_ELECTION_LEASE": "whc", "WHC_LEADER_ELECTION_RETRY_PERIOD": "500ms"},
     )
     ns.create_connection("used", unreachable_connection())
@@ -223,7 +223,7 @@ def test_webhook_in_the_operator_with_self_managed_certificates(
         port = unused_port()
         operators(
             [ns.name],
-            args=["--webhook-port", str(port), "--one-connection-per-namespace", "true"],
+            args=["--webhook-port", str(port), "--one-connection-per-namespace"],
             env={
                 "POD_NAMESPACE": ns.name,
                 "WHC_WEBHOOK_SERVICE_NAME": "whc-webhook",

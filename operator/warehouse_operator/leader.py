@@ -40,6 +40,7 @@ from warehouse_operator.kube.errors import Conflict, describe
 from warehouse_operator.kube.paths import object_path
 from warehouse_operator.kube.port import KubeApi
 from warehouse_operator.metrics import REGISTRY
+from warehouse_operator.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -208,11 +209,8 @@ class LeaderElector:
 
     async def stop(self) -> None:
         """Stop electing; a leader releases the Lease (clean shutdown)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await self.release()
 
     async def run(self) -> None:

@@ -27,6 +27,7 @@ from warehouse_operator.kube.paths import connection_path, object_path
 from warehouse_operator.kube.port import KubeApi
 from warehouse_operator.models import ALLOW_DELETE_IN_USE_ANNOTATION, CONNECTION_LABEL
 from warehouse_operator.statuswriter import Owner, StatusWriter
+from warehouse_operator.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -89,11 +90,8 @@ class InUseController:
             self.start_leading()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     def start_leading(self) -> None:
         self._leading = True

@@ -3,7 +3,7 @@
 Only ``@kopf.on.event`` handlers are used: they
 make kopf store nothing on the objects (no annotations, no finalizers), so deleting a
 connection never waits for kopf and Secrets are never written to. The one finalizer there is,
-``warehouse-operator.io/in-use``, is ours (inuse.py) and present only while a connection has
+``warehouse-operator.io/in-use``, is ours (inuse) and present only while a connection has
 users. With ``--leader-elect`` every replica watches, serves the webhook and is ready; only the
 Lease holder tests and writes finalizers (leader.py).
 """

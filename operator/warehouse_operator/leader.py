@@ -34,30 +34,16 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import Counter, Gauge
-
 from warehouse_operator.kube.errors import Conflict, describe
 from warehouse_operator.kube.paths import object_path
 from warehouse_operator.kube.port import KubeApi
-from warehouse_operator.metrics import REGISTRY
+from warehouse_operator.metrics import IS_LEADER, LEADER_TRANSITIONS
+from warehouse_operator.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
 LEASE_API_VERSION = "coordination.k8s.io/v1"
 JITTER = 1.2  # client-go's JitterFactor: retries are spread over [period, 1.2 * period]
-
-IS_LEADER = Gauge(
-    "warehouse_operator_is_leader",
-    "1 while this replica holds the leader Lease (and runs tests), else 0.",
-    ["lease"],
-    registry=REGISTRY,
-)
-LEADER_TRANSITIONS = Counter(
-    "warehouse_operator_leader_transitions",  # exposed as ..._total
-    "Times this replica started or stopped leading: acquired, lost (renewal failed or taken), released (shutdown).",
-    ["lease", "transition"],
-    registry=REGISTRY,
-)
 
 
 @dataclass(frozen=True)
@@ -208,11 +194,8 @@ class LeaderElector:
 
     async def stop(self) -> None:
         """Stop electing; a leader releases the Lease (clean shutdown)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await self.release()
 
     async def run(self) -> None:

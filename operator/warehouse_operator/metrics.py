@@ -1,18 +1,33 @@
-"""Prometheus metrics, exactly as the API contract names them. Labels never hold Secret values."""
+"""Every Prometheus metric of the operator, exactly as the API contract names them. Labels never
+hold Secret values."""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-CONNECTION_UP = Gauge(
+PER_CONNECTION = ("namespace", "name", "provider")
+
+
+def _gauge(name: str, documentation: str, labels: Sequence[str] = ()) -> Gauge:
+    return Gauge(name, documentation, labels, registry=REGISTRY)
+
+
+def _counter(name: str, documentation: str, labels: Sequence[str]) -> Counter:
+    """Exposed as ``<name>_total``."""
+    return Counter(name, documentation, labels, registry=REGISTRY)
+
+
+# --- connection tests ----------------------------------------------------------------------------
+
+CONNECTION_UP = _gauge(
     "warehouse_connection_up",
     "1 when the connection's last test succeeded, 0 when it failed.",
-    ["namespace", "name", "provider"],
-    registry=REGISTRY,
+    PER_CONNECTION,
 )
 TEST_DURATION = Histogram(
     "warehouse_connection_test_duration_seconds",
@@ -21,23 +36,40 @@ TEST_DURATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
     registry=REGISTRY,
 )
-TESTS_TOTAL = Counter(
-    "warehouse_connection_tests",  # exposed as warehouse_connection_tests_total
+TESTS_TOTAL = _counter(
+    "warehouse_connection_tests",
     "Connection tests run, by provider, result and reason.",
     ["provider", "result", "reason"],
-    registry=REGISTRY,
 )
-LAST_TEST = Gauge(
+LAST_TEST = _gauge(
     "warehouse_connection_last_test_timestamp_seconds",
     "Unix time of the connection's last finished test.",
-    ["namespace", "name", "provider"],
-    registry=REGISTRY,
+    PER_CONNECTION,
 )
-
-TESTS_IN_PROGRESS = Gauge(
+TESTS_IN_PROGRESS = _gauge(
     "warehouse_connection_tests_in_progress",
     "Connection tests running right now (bounded by --max-concurrent-tests).",
-    registry=REGISTRY,
+)
+
+# --- leader election (leader.py) -----------------------------------------------------------------
+
+IS_LEADER = _gauge(
+    "warehouse_operator_is_leader",
+    "1 while this replica holds the leader Lease (and runs tests), else 0.",
+    ["lease"],
+)
+LEADER_TRANSITIONS = _counter(
+    "warehouse_operator_leader_transitions",
+    "Times this replica started or stopped leading: acquired, lost (renewal failed or taken), released (shutdown).",
+    ["lease", "transition"],
+)
+
+# --- admission webhook (webhooks/admission.py) ---------------------------------------------------
+
+ADMISSION_REVIEWS = _counter(
+    "warehouse_operator_admission_reviews",
+    "Admission reviews answered, by operation and outcome (allowed, denied, error).",
+    ["operation", "outcome"],
 )
 
 _PROVIDERS = frozenset({"postgres", "snowflake", "bigquery"})

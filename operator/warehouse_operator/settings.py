@@ -188,6 +188,12 @@ def name_setting(default: str, help: str, *, helm: str = "set by the chart") -> 
     return setting(str, default, help, placeholder="NAME", helm=helm)
 
 
+def cidrs_setting(
+    default: tuple[str, ...], help: str, *, shown: str | None = None, helm: str
+) -> tuple[str, ...]:
+    return setting(_cidrs, default, help, placeholder="CIDRS", shown=shown, helm=helm)
+
+
 @dataclass(frozen=True)
 class Settings:
     namespaces: tuple[str, ...] = setting(
@@ -208,19 +214,12 @@ class Settings:
         placeholder="N",
         helm="`maxConcurrentTests`",
     )
-    egress_allowed_cidrs: tuple[str, ...] = setting(
-        _cidrs,
-        (),
-        "CIDRs tests may connect to, comma-separated",
-        placeholder="CIDRS",
-        shown="any",
-        helm="`egress.allowedCIDRs`",
+    egress_allowed_cidrs: tuple[str, ...] = cidrs_setting(
+        (), "CIDRs tests may connect to, comma-separated", shown="any", helm="`egress.allowedCIDRs`"
     )
-    egress_denied_cidrs: tuple[str, ...] = setting(
-        _cidrs,
+    egress_denied_cidrs: tuple[str, ...] = cidrs_setting(
         DEFAULT_DENIED,
         "CIDRs tests may never connect to, comma-separated; link-local holds cloud metadata",
-        placeholder="CIDRS",
         helm="`egress.deniedCIDRs`",
     )
     in_use_kinds: tuple[str, ...] = setting(

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from warehouse_operator.inuse import (
+from warehouse_operator.inuse.model import (
     BLOCKED_CONDITION,
     FINALIZER,
     ConnectionView,

@@ -9,7 +9,6 @@
 
 from warehouse_operator.webhooks.admission import (
     ADMISSION_API_VERSION,
-    ADMISSION_REVIEWS,
     ALLOW,
     LOOKUP_TIMEOUT,
     Admission,
@@ -41,7 +40,6 @@ from warehouse_operator.webhooks.server import (
 
 __all__ = [
     "ADMISSION_API_VERSION",
-    "ADMISSION_REVIEWS",
     "ALLOW",
     "LOOKUP_TIMEOUT",
     "MAX_REQUEST_BYTES",

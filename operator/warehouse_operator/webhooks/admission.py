@@ -21,8 +21,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import Counter
-
 from warehouse_operator.inuse import (
     InUseKind,
     allows_delete_in_use,
@@ -32,7 +30,7 @@ from warehouse_operator.inuse import (
 from warehouse_operator.kube.errors import describe
 from warehouse_operator.kube.paths import CONNECTIONS, connection_path, object_path
 from warehouse_operator.kube.port import KubeApi
-from warehouse_operator.metrics import REGISTRY
+from warehouse_operator.metrics import ADMISSION_REVIEWS
 from warehouse_operator.models import (
     ALLOW_DELETE_IN_USE_ANNOTATION,
     CONNECTION_LABEL,
@@ -45,13 +43,6 @@ logger = logging.getLogger(__name__)
 
 ADMISSION_API_VERSION = "admission.k8s.io/v1"
 LOOKUP_TIMEOUT = 8.0  # under the API server's default webhook timeout (10 s)
-
-ADMISSION_REVIEWS = Counter(
-    "warehouse_operator_admission_reviews",  # exposed as ..._total
-    "Admission reviews answered, by operation and outcome (allowed, denied, error).",
-    ["operation", "outcome"],
-    registry=REGISTRY,
-)
 
 
 # --- decisions (pure) ----------------------------------------------------------------------------

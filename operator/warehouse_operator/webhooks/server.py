@@ -9,13 +9,13 @@ in-use finalizer is then the only protection).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 
 from aiohttp import web
 
 from warehouse_operator.kube.port import KubeApi
+from warehouse_operator.tasks import cancel_and_wait
 from warehouse_operator.webhooks.admission import Admission
 from warehouse_operator.webhooks.certificates import (
     DirectoryCertificates,
@@ -103,11 +103,8 @@ class WebhookServer:
         logger.info("admission webhook listening on port %d (HTTPS, %s)", self.port, WEBHOOK_PATH)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

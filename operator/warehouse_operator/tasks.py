@@ -1,0 +1,17 @@
+"""Background tasks: the one way the operator's long-running loops are stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """Cancel ``task`` (if any) and return once it has ended, so that nothing it holds outlives
+    the stop; its own cancellation is the expected end, not an error."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.support.encoding import b64
+from tests.support.probe_results import SNOWFLAKE_CHECKS, assert_not_leaked
 from tests.support.snowflake_emulator import (
     refused_port,
     self_signed_tls_listener,
@@ -22,6 +23,7 @@ from tests.support.snowflake_front import StrictSnowflakeFront
 from tests.support.snowflake_testbed import (
     ACCOUNT,
     KEY_USER,
+    METADATA_ONLY,
     PASSPHRASE,
     PASSWORD,
     PASSWORD_USER,
@@ -34,11 +36,6 @@ from warehouse_operator.providers import snowflake as snowflake_provider
 from warehouse_operator.providers.blocking import BlockingCallRunner
 
 pytestmark = pytest.mark.integration
-
-PRE_CONNECT = ["spec", "credentials", "destination"]
-ALL_STAGES = [*PRE_CONNECT, "connect", "authenticate", "role", "database", "warehouse", "query"]
-# what a connection test may send: metadata only, nothing that needs (or resumes) a warehouse
-METADATA_ONLY = re.compile(r"^(SHOW WAREHOUSES LIKE '[^']*'|SELECT CURRENT_VERSION\(\))$")
 
 
 def secret(**values: str) -> dict[str, str]:
@@ -89,20 +86,6 @@ def check(result: ProbeResult, name: str) -> tuple[CheckResult, str]:
     raise AssertionError(f"no check {name!r} in {[c.name for c in result.checks]}")
 
 
-def everything_shown(result: ProbeResult) -> str:
-    return f"{result.model_dump_json(by_alias=True)}\n{result!r}\n{result}"
-
-
-def assert_not_leaked(result: ProbeResult, *secrets: str) -> None:
-    shown = everything_shown(result)
-    for value in secrets:
-        assert value not in shown
-        assert b64(value) not in shown
-        for line in value.splitlines():
-            if len(line) >= 12 and "-----" not in line:
-                assert line not in shown
-
-
 # --- Connected ---------------------------------------------------------------------------------
 
 
@@ -113,7 +96,7 @@ async def test_password_login_connected_without_resuming_a_suspended_warehouse(
     result = await run_test(analyst_spec(snowflake_front), password_secret())
 
     assert result.reason is Reason.CONNECTED, result.message
-    assert [c.name for c in result.checks] == ALL_STAGES
+    assert [c.name for c in result.checks] == SNOWFLAKE_CHECKS
     assert all(c.result is CheckResult.PASSED for c in result.checks)
     assert result.server_version is not None
     assert re.fullmatch(r"Snowflake \d+\.\d+\.\d+", result.server_version)
@@ -181,7 +164,7 @@ async def test_key_pair_login_connected(
     result = await run_test(key_spec(snowflake_front), secret(**values))
 
     assert result.reason is Reason.CONNECTED, result.message
-    assert [c.name for c in result.checks] == ALL_STAGES
+    assert [c.name for c in result.checks] == SNOWFLAKE_CHECKS
     expected = openssl_fingerprint(registered_key.public_pem, tmp_path)
     assert result.public_key_fingerprint == expected
     assert expected in check(result, "authenticate")[1]

@@ -30,6 +30,7 @@ from tests.support.snowflake_testbed import (
     KeyMaterial,
     openssl_fingerprint,
 )
+from tests.support.waiting import poll_until_async
 from warehouse_operator.models import CheckResult, ProbeResult, Reason
 from warehouse_operator.probe import run_test
 from warehouse_operator.providers import snowflake as snowflake_provider
@@ -385,11 +386,18 @@ async def test_silent_endpoint_times_out_without_delaying_a_healthy_test(
     assert_not_leaked(hung, PASSWORD)
 
 
-async def test_threads_held_by_hung_logins_fail_new_tests_fast_then_recover(
-    snowflake_front: StrictSnowflakeFront, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def one_thread(monkeypatch: pytest.MonkeyPatch) -> BlockingCallRunner[Any]:
+    """The Snowflake provider's blocking calls, on one worker thread for this test."""
     runner = BlockingCallRunner[Any](1, "snowflake-test", "Snowflake")
     monkeypatch.setattr(snowflake_provider.PROVIDER, "runner", runner)
+    return runner
+
+
+async def test_threads_held_by_hung_logins_fail_new_tests_fast_then_recover(
+    snowflake_front: StrictSnowflakeFront, one_thread: BlockingCallRunner[Any]
+) -> None:
+    runner = one_thread
     with silent_listener() as port:
         # Given up on from outside after 0.3 s (as run_test's own timeout does it: by
         # cancelling the probe), while the driver's login waits up to its 2 s timeouts.
@@ -406,20 +414,17 @@ async def test_threads_held_by_hung_logins_fail_new_tests_fast_then_recover(
         assert check(refused, "authenticate")[0] is CheckResult.FAILED
 
         # the driver gives up within its own timeouts, and the thread is free again
-        deadline = time.monotonic() + 5
-        while runner.busy and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await poll_until_async(lambda: not runner.busy, 5)
         assert (runner.busy, runner.abandoned) == (0, 0)
     recovered = await run_test(analyst_spec(snowflake_front), password_secret())
     assert recovered.reason is Reason.CONNECTED, recovered.message
 
 
 async def test_a_hung_key_pair_login_frees_its_thread_within_the_budget(
-    registered_key: KeyMaterial, monkeypatch: pytest.MonkeyPatch
+    registered_key: KeyMaterial, one_thread: BlockingCallRunner[Any]
 ) -> None:
     """The connector's key-pair login waits 10 s per request unless held to the budget."""
-    runner = BlockingCallRunner[Any](1, "snowflake-test", "Snowflake")
-    monkeypatch.setattr(snowflake_provider.PROVIDER, "runner", runner)
+    runner = one_thread
     with silent_listener() as port:
         started = time.monotonic()
         result = await run_test(
@@ -427,8 +432,7 @@ async def test_a_hung_key_pair_login_frees_its_thread_within_the_budget(
             secret(username=KEY_USER, private_key=registered_key.pkcs8),
         )
         assert result.reason is Reason.TIMEOUT
-        while runner.busy and time.monotonic() - started < 12:
-            await asyncio.sleep(0.05)
+        await poll_until_async(lambda: not runner.busy, 12 - (time.monotonic() - started))
         freed_after = time.monotonic() - started
     assert runner.busy == 0
     assert freed_after < 3.0

@@ -58,7 +58,7 @@ from tests.support.servers import free_port as unused_port
 from warehouse_operator.webhooks import generate_ca, issue_serving_certificate
 
 if TYPE_CHECKING:  # psycopg is imported where a server is used: not every user has it
-    from psycopg.sql import Composable
+    from psycopg.sql import Composed
 
 __all__ = [
     "CertificateAuthority",
@@ -327,7 +327,7 @@ class PostgresServer(Managed):
         """The ``spec.postgres`` block that points at this server (keys may be overridden)."""
         return {"host": self.host, "port": self.port, "database": self.database} | overrides
 
-    def run_as_superuser(self, *statements: str | Composable) -> str:
+    def run_as_superuser(self, *statements: str | Composed) -> str:
         """Run ``statements`` in database ``postgres`` as the superuser, each committed at once;
         the server's version (``SHOW server_version``), read first."""
         import psycopg

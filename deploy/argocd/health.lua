@@ -51,18 +51,18 @@ if generation ~= nil and status.observedGeneration ~= nil and status.observedGen
   return hs
 end
 
-local stalled = condition(status, "Stalled")
-if stalled ~= nil and stalled.status == "True" then
-  hs.status = "Degraded"
-  hs.message = say(stalled, "Cannot succeed without a change to the connection or its Secret")
-  return hs
-end
-
-local reconciling = condition(status, "Reconciling")
-if reconciling ~= nil and reconciling.status == "True" then
-  hs.status = "Progressing"
-  hs.message = say(reconciling, "A test is pending")
-  return hs
+-- a condition that is True decides the health, the first of these that is
+local decisive = {
+  {"Stalled", "Degraded", "Cannot succeed without a change to the connection or its Secret"},
+  {"Reconciling", "Progressing", "A test is pending"},
+}
+for _, rule in ipairs(decisive) do
+  local found = condition(status, rule[1])
+  if found ~= nil and found.status == "True" then
+    hs.status = rule[2]
+    hs.message = say(found, rule[3])
+    return hs
+  end
 end
 
 local ready = condition(status, "Ready")

@@ -33,6 +33,7 @@ from tests.support.bigquery_front import StrictFront
 from tests.support.bigquery_keys import ServiceAccount, new_service_account
 from tests.support.bigquery_token import TokenEndpoint
 from tests.support.pgserver import PostgresServer
+from tests.support.probe_results import pem_lines
 from tests.support.snowflake_emulator import fakesnow_server
 from tests.support.snowflake_front import Role, StrictSnowflakeFront, User
 from tests.support.snowflake_testbed import (
@@ -58,11 +59,6 @@ BIGQUERY_PROJECT = "my-analytics-project"
 BIGQUERY_DATASET = "reporting"
 BIGQUERY_LOCATION = "EU"
 BIGQUERY_ACCOUNT = f"warehouse-probe@{BIGQUERY_PROJECT}.iam.gserviceaccount.com"
-
-
-def pem_lines(pem: str) -> set[str]:
-    """The body lines of a PEM block: a leak of any one of them is a leak of the key."""
-    return {line for line in pem.splitlines() if len(line) >= 12 and "-----" not in line}
 
 
 # --- Snowflake -------------------------------------------------------------------------------

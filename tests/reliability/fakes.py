@@ -8,11 +8,9 @@ Python's audit hooks.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from hypothesis import HealthCheck, Phase, settings
 
 from tests.support.encoding import b64
 from tests.support.fake_kube import Patch, PostedEvent, RecordingApi
+from tests.support.waiting import poll_until_async
 from warehouse_operator.probe import EgressPolicy
 
 __all__ = [
@@ -32,6 +31,7 @@ __all__ = [
     "RecordingApi",
     "b64",
     "fuzz",
+    "loopback_connection",
     "wait_until",
 ]
 
@@ -62,14 +62,34 @@ def fuzz(max_examples: int, *, shrink: bool = True) -> settings:
     )
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.01) -> bool:
-    """Poll ``condition`` on the event loop until it holds or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        await asyncio.sleep(interval)
-    return condition()
+async def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    """Whether ``condition`` holds within ``timeout`` seconds (polled on the event loop often:
+    the fuzz tests wait thousands of times). Tests assert on it, some with their own message."""
+    return bool(await poll_until_async(condition, timeout, interval=0.01))
+
+
+def loopback_connection(
+    namespace: str,
+    name: str,
+    ref: dict[str, Any],
+    *,
+    generation: int | None = 1,
+    status: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A WarehouseConnection as a watch delivers it: PostgreSQL database ``app`` on 127.0.0.1,
+    credentials from the Secret reference ``ref``."""
+    metadata: dict[str, Any] = {"namespace": namespace, "name": name, "uid": f"uid-{name}"}
+    if generation is not None:
+        metadata["generation"] = generation
+    body: dict[str, Any] = {"metadata": metadata}
+    if status is not None:
+        body["status"] = status
+    body["spec"] = {
+        "provider": "postgres",
+        "credentialsSecretRef": ref,
+        "postgres": {"host": "127.0.0.1", "database": "app"},
+    }
+    return body
 
 
 @dataclass(frozen=True)

@@ -7,16 +7,16 @@ deliver the write, and the scheduler must not lose a result when every retry fai
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from aiohttp import web
 
+from tests.reliability.fakes import loopback_connection, wait_until
+from tests.support.kube_login import plain_client
 from warehouse_operator.kube import KubeClient
 from warehouse_operator.probe import EgressPolicy
 from warehouse_operator.scheduler import Scheduler
@@ -72,21 +72,7 @@ async def api() -> AsyncIterator[tuple[FlakyApi, KubeClient]]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    info = SimpleNamespace(
-        server=f"http://127.0.0.1:{port}",
-        ca_path=None,
-        ca_data=None,
-        insecure=None,
-        username=None,
-        password=None,
-        scheme=None,
-        token=None,
-        certificate_path=None,
-        certificate_data=None,
-        private_key_path=None,
-        private_key_data=None,
-    )
-    client = KubeClient(lambda: info)
+    client = plain_client(f"http://127.0.0.1:{port}")
     yield flaky, client
     await client.close()
     await runner.cleanup()
@@ -119,27 +105,16 @@ async def test_a_result_is_not_lost_when_every_retry_fails(
     )
     scheduler.start()
     try:
+        status = {
+            "phase": "Connected",
+            "lastTestedAt": "2026-01-01T00:00:00Z",
+            "observedGeneration": 0,
+        }
         scheduler.observe(
-            {
-                "metadata": {"namespace": "ns", "name": "orders", "uid": "u1", "generation": 1},
-                "status": {
-                    "phase": "Connected",
-                    "lastTestedAt": "2026-01-01T00:00:00Z",
-                    "observedGeneration": 0,
-                },
-                "spec": {
-                    "provider": "postgres",
-                    "credentialsSecretRef": {"name": "db"},
-                    "postgres": {"host": "127.0.0.1", "database": "app"},
-                },
-            },
-            "ADDED",
+            loopback_connection("ns", "orders", {"name": "db"}, status=status), "ADDED"
         )
-        for _ in range(200):
-            if flaky.written:
-                break
-            await asyncio.sleep(0.1)
-        assert flaky.written, "the result was never written"
+        written = await wait_until(lambda: bool(flaky.written), timeout=20.0)
+        assert written, "the result was never written"
         assert flaky.written[-1]["reason"] == "DestinationDenied"
         assert flaky.written[-1]["observedGeneration"] == 1
     finally:

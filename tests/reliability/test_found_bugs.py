@@ -13,14 +13,13 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 from aiohttp import web
 
-from tests.reliability.fakes import DENY_ALL, b64, wait_until
+from tests.reliability.fakes import DENY_ALL, b64, loopback_connection, wait_until
 from tests.reliability.strategies import rsa_pem
 from tests.support.faulty_servers import (
     EchoingPostgresServer,
@@ -29,7 +28,7 @@ from tests.support.faulty_servers import (
     StallServer,
     libpq_conninfo,
 )
-from warehouse_operator.kube import KubeClient
+from tests.support.kube_login import plain_client
 from warehouse_operator.models import CheckResult, ProbeResult, Reason
 from warehouse_operator.probe import EgressPolicy, run_test
 from warehouse_operator.providers.snowflake.keys import MAX_KDF_COST
@@ -58,6 +57,15 @@ def pg_spec(host: str, port: int, ssl_mode: str = "prefer", **extra: Any) -> dic
 
 def run(spec: Any, secret: Any, policy: EgressPolicy) -> ProbeResult:
     return asyncio.run(run_test(spec, secret, policy=policy))
+
+
+# a Secret that is fine as far as the operator can tell before it reaches a server
+SOME_SECRET = {"username": b64("a"), "password": b64("pw-0123456789")}
+
+
+def run_against(server: ResetServer | GarbageServer, ssl_mode: str) -> ProbeResult:
+    """A test of a connection to ``server`` with ``SOME_SECRET``, nothing denied."""
+    return run(pg_spec(server.host, server.port, ssl_mode), SOME_SECRET, EgressPolicy())
 
 
 # --- 1. an invalid duration was echoed, unredacted -------------------------------------------------
@@ -171,35 +179,11 @@ async def tenant_a_with_ref(name: str) -> list[str]:
     """The Secret reads made for a connection in tenant-a whose Secret reference is ``name``."""
     api = FakeKubeApi({("tenant-b", "db"): {"username": b64("b"), "password": b64(CANARY)}})
     await api.start()
-    info = SimpleNamespace(
-        server=api.url,
-        ca_path=None,
-        ca_data=None,
-        insecure=None,
-        username=None,
-        password=None,
-        scheme=None,
-        token="t",
-        certificate_path=None,
-        certificate_data=None,
-        private_key_path=None,
-        private_key_data=None,
-    )
-    client = KubeClient(lambda: info)
+    client = plain_client(api.url, token="t")
     scheduler = Scheduler(client, max_concurrent=1, policy=DENY_ALL, startup_spread=0.1)
     scheduler.start()
     try:
-        scheduler.observe(
-            {
-                "metadata": {"namespace": "tenant-a", "name": "c", "uid": "u", "generation": 1},
-                "spec": {
-                    "provider": "postgres",
-                    "credentialsSecretRef": {"name": name},
-                    "postgres": {"host": "127.0.0.1", "database": "app"},
-                },
-            },
-            "ADDED",
-        )
+        scheduler.observe(loopback_connection("tenant-a", "c", {"name": name}), "ADDED")
         # a Pending status, then the test's result
         await wait_until(lambda: sum(p.startswith("PATCH") for p in api.paths) >= 2, timeout=5.0)
     finally:
@@ -355,7 +339,7 @@ def test_unspecified_address_is_the_local_host(host: str) -> None:
     with StallServer() as local:
         result = run(
             pg_spec(host, local.port, "disable"),
-            {"username": b64("a"), "password": b64("pw-0123456789")},
+            SOME_SECRET,
             policy,
         )
         time.sleep(0.1)
@@ -378,12 +362,8 @@ def test_unspecified_address_is_the_local_host(host: str) -> None:
 )
 @pytest.mark.parametrize("ssl_mode", ["disable", "prefer", "require"])
 def test_reset_is_always_unreachable(ssl_mode: str) -> None:
-    secret = {"username": b64("a"), "password": b64("pw-0123456789")}
     with ResetServer() as server:
-        reasons = [
-            run(pg_spec(server.host, server.port, ssl_mode), secret, EgressPolicy()).reason
-            for _ in range(8)
-        ]
+        reasons = [run_against(server, ssl_mode).reason for _ in range(8)]
     assert set(reasons) == {Reason.UNREACHABLE}, reasons
 
 
@@ -394,11 +374,10 @@ def test_reset_is_always_unreachable(ssl_mode: str) -> None:
 )
 @pytest.mark.parametrize("ssl_mode", ["disable", "prefer", "require"])
 def test_foreign_protocol_is_provider_error_and_tells_nothing_of_the_service(ssl_mode: str) -> None:
-    secret = {"username": b64("a"), "password": b64("pw-0123456789")}
     messages = []
     for payload in (b"HTTP/1.1 400 Bad Request\r\n\r\n", b"\x15\x03\x01\x00\x02\x02\x50"):
         with GarbageServer(payload) as server:
-            result = run(pg_spec(server.host, server.port, ssl_mode), secret, EgressPolicy())
+            result = run_against(server, ssl_mode)
             messages.append(result.message.replace(f"{server.host}:{server.port}", "ADDRESS"))
         assert result.reason is Reason.PROVIDER_ERROR, result
     assert messages[0] == messages[1], messages

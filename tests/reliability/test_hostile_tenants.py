@@ -24,10 +24,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
-from tests.reliability.fakes import RecordingApi, b64, wait_until
+from tests.reliability.fakes import RecordingApi, b64, loopback_connection, wait_until
 from tests.reliability.isolated import run_isolated
 from tests.support.faulty_servers import FilteredPort, StallServer
 from tests.support.pgserver import PostgresServer, unused_port
@@ -48,70 +47,47 @@ def pg_spec(host: str, port: int | str = "{port:guard}", timeout: str = "2s") ->
 
 
 DEFAULT = {"allowed": [], "denied": ["169.254.0.0/16", "fe80::/10"]}
+
+
+def case(
+    name: str,
+    host: str,
+    answers: list[list[str]] | None = None,
+    policy: dict[str, list[str]] = DEFAULT,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A test of a connection to ``host`` in the isolated run: its DNS queries get ``answers``
+    in turn (one list of addresses each; the system resolver's when None)."""
+    out: dict[str, Any] = {"id": name, "spec": pg_spec(host), "policy": policy, **extra}
+    if answers is not None:
+        out["zone"] = {host: answers}
+    return out
+
+
 EGRESS_CASES: list[dict[str, Any]] = [
-    {
-        "id": "metadata",
-        "spec": pg_spec("metadata.test"),
-        "zone": {"metadata.test": [["169.254.169.254"]]},
-        "policy": DEFAULT,
-    },
-    {
-        "id": "allowed-and-metadata",
-        "spec": pg_spec("mixed.test"),
-        "zone": {"mixed.test": [["127.0.0.1", "169.254.169.254"]]},
-        "policy": DEFAULT,
-    },
-    {
-        "id": "mapped-metadata",
-        "spec": pg_spec("mapped.test"),
-        "zone": {"mapped.test": [["::ffff:169.254.169.254"]]},
-        "policy": DEFAULT,
-    },
-    {
-        "id": "link-local-v6",
-        "spec": pg_spec("ll.test"),
-        "zone": {"ll.test": [["127.0.0.1", "fe80::a9fe:a9fe"]]},
-        "policy": DEFAULT,
-    },
-    {
-        "id": "localhost-deny-v6",
-        "spec": pg_spec("localhost"),
-        "policy": {"allowed": [], "denied": ["::1/128"]},
-    },
-    {
-        "id": "localhost-deny-v4",
-        "spec": pg_spec("localhost"),
-        "policy": {"allowed": [], "denied": ["127.0.0.0/8"]},
-    },
-    {
-        "id": "localhost-allow-v4-only",
-        "spec": pg_spec("localhost"),
-        "policy": {"allowed": ["127.0.0.0/8"], "denied": []},
-    },
-    {
-        "id": "localhost-open",
-        "spec": pg_spec("localhost"),
-        "policy": {"allowed": [], "denied": []},
-    },
-    {
-        # the first answer is allowed, every later one is the denied address (DNS rebinding)
-        "id": "rebinding",
-        "spec": pg_spec("rebind.test"),
-        "zone": {"rebind.test": [["127.0.0.2"], ["127.0.0.1"]]},
-        "policy": {"allowed": [], "denied": ["127.0.0.1/32"]},
-    },
-    {
-        "id": "dns-failure",
-        "spec": pg_spec("no-such-host.invalid"),
-        "policy": DEFAULT,
-    },
-    {
-        "id": "canary-host",
-        "spec": pg_spec(CANARY_HOST, "{port:echo}"),
-        "zone": {CANARY_HOST: [["127.0.0.1"]]},
-        "policy": DEFAULT,
-        "secret": {"username": b64("app"), "password": b64(CANARY_HOST)},
-    },
+    case("metadata", "metadata.test", [["169.254.169.254"]]),
+    case("allowed-and-metadata", "mixed.test", [["127.0.0.1", "169.254.169.254"]]),
+    case("mapped-metadata", "mapped.test", [["::ffff:169.254.169.254"]]),
+    case("link-local-v6", "ll.test", [["127.0.0.1", "fe80::a9fe:a9fe"]]),
+    case("localhost-deny-v6", "localhost", policy={"allowed": [], "denied": ["::1/128"]}),
+    case("localhost-deny-v4", "localhost", policy={"allowed": [], "denied": ["127.0.0.0/8"]}),
+    case("localhost-allow-v4-only", "localhost", policy={"allowed": ["127.0.0.0/8"], "denied": []}),
+    case("localhost-open", "localhost", policy={"allowed": [], "denied": []}),
+    # the first answer is allowed, every later one is the denied address (DNS rebinding)
+    case(
+        "rebinding",
+        "rebind.test",
+        [["127.0.0.2"], ["127.0.0.1"]],
+        policy={"allowed": [], "denied": ["127.0.0.1/32"]},
+    ),
+    case("dns-failure", "no-such-host.invalid"),
+    case(
+        "canary-host",
+        CANARY_HOST,
+        [["127.0.0.1"]],
+        spec=pg_spec(CANARY_HOST, "{port:echo}"),
+        secret={"username": b64("app"), "password": b64(CANARY_HOST)},
+    ),
 ]
 
 
@@ -200,15 +176,7 @@ async def run_tenant(refs: list[dict[str, Any]], other_secret_exists: bool) -> R
     try:
         for i, ref in enumerate(refs):
             scheduler.observe(
-                {
-                    "metadata": {"namespace": "tenant-a", "name": f"c{i}", "uid": f"u{i}"},
-                    "spec": {
-                        "provider": "postgres",
-                        "credentialsSecretRef": ref,
-                        "postgres": {"host": "127.0.0.1", "database": "app"},
-                    },
-                },
-                "ADDED",
+                loopback_connection("tenant-a", f"c{i}", ref, generation=None), "ADDED"
             )
         done = {("tenant-a", f"c{i}") for i in range(len(refs))}
         assert await wait_until(
@@ -291,25 +259,14 @@ def test_closed_and_filtered_ports_tell_only_their_reason(
 @pytest.fixture
 def logged_read_only_role(pg_server: PostgresServer) -> Iterator[PostgresServer]:
     """The app role's statements are logged by the server, and its transactions read-only."""
-
-    def alter(sql: str) -> None:
-        with psycopg.connect(
-            host=pg_server.host,
-            port=pg_server.port,
-            dbname="postgres",
-            user=pg_server.superuser,
-            password=pg_server.superuser_password,
-            autocommit=True,
-            connect_timeout=10,
-        ) as conn:
-            conn.execute(sql)
-
-    alter(f"ALTER ROLE \"{pg_server.user}\" SET log_statement = 'all'")
-    alter(f'ALTER ROLE "{pg_server.user}" SET default_transaction_read_only = on')
+    pg_server.run_as_superuser(
+        f"ALTER ROLE \"{pg_server.user}\" SET log_statement = 'all'",
+        f'ALTER ROLE "{pg_server.user}" SET default_transaction_read_only = on',
+    )
     try:
         yield pg_server
     finally:
-        alter(f'ALTER ROLE "{pg_server.user}" RESET ALL')
+        pg_server.run_as_superuser(f'ALTER ROLE "{pg_server.user}" RESET ALL')
 
 
 STATEMENT = re.compile(r"\[(\d+)\].*?LOG:\s+(?:statement|execute [^:]*):\s*(.*)$")

@@ -54,6 +54,7 @@ def prune(schema: Schema, value: Any, *, root: bool = False) -> Any:
 
 
 def apply_defaults(schema: Schema, value: Any) -> Any:
+    """Fill in schema defaults the way the API server does before validation."""
     if isinstance(value, dict):
         result = dict(value)
         for name, child in (schema.get("properties") or {}).items():

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.kube_cluster import Namespace, leaks
+from tests.support.kube_cluster import Namespace, assert_condition, leaks
 from tests.support.kube_operator import OperatorProcess
 from tests.support.kubeapi import KubeAPIServer
 from tests.support.pgserver import PostgresServer
@@ -78,6 +78,15 @@ class E2E:
         return self.ns.wait_for_phase(
             name, phase, reason, timeout=timeout, diagnostics=self.diagnostics, **kwargs
         )
+
+    def wait_for_authentication_failure(self, name: str) -> dict[str, Any]:
+        """The status once the first test of ``name`` failed to authenticate: checked to be one
+        failure so far, and Ready False for that reason."""
+        obj = self.wait_for_phase(name, "Failed", "AuthenticationFailed")
+        status: dict[str, Any] = obj["status"]
+        assert status["consecutiveFailures"] == 1
+        assert_condition(status, "Ready", "False", reason="AuthenticationFailed")
+        return status
 
     def create_pg_secret(self, name: str, password: str | None = None, **extra: str) -> None:
         data = {

@@ -49,13 +49,16 @@ import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from tests.support.encoding import b64
 from tests.support.servers import LOCALHOST, Managed
 from tests.support.servers import StallServer as SilentServer
 from tests.support.servers import free_port as unused_port
 from warehouse_operator.webhooks import generate_ca, issue_serving_certificate
+
+if TYPE_CHECKING:  # psycopg is imported where a server is used: not every user has it
+    from psycopg.sql import Composed
 
 __all__ = [
     "CertificateAuthority",
@@ -324,6 +327,26 @@ class PostgresServer(Managed):
         """The ``spec.postgres`` block that points at this server (keys may be overridden)."""
         return {"host": self.host, "port": self.port, "database": self.database} | overrides
 
+    def run_as_superuser(self, *statements: str | Composed) -> str:
+        """Run ``statements`` in database ``postgres`` as the superuser, each committed at once;
+        the server's version (``SHOW server_version``), read first."""
+        import psycopg
+
+        with psycopg.connect(
+            host=self.host,
+            port=self.port,
+            dbname="postgres",
+            user=self.superuser,
+            password=self.superuser_password,
+            sslmode="require" if self.tls != "off" else "disable",
+            connect_timeout=10,
+            autocommit=True,
+        ) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+            for statement in statements:
+                conn.execute(statement)
+        return str(row[0]) if row else ""
+
     def log_tail(self, lines: int = 30) -> str:
         if self._base is None:
             return ""
@@ -418,38 +441,23 @@ class PostgresServer(Managed):
                 )
 
     def _create_roles(self) -> None:
-        import psycopg
         from psycopg import sql
 
-        with psycopg.connect(
-            host=self.host,
-            port=self.port,
-            dbname="postgres",
-            user=self.superuser,
-            password=self.superuser_password,
-            sslmode="require" if self.tls != "off" else "disable",
-            connect_timeout=10,
-            autocommit=True,
-        ) as conn:
-            row = conn.execute("SHOW server_version").fetchone()
-            self.server_version = str(row[0]) if row else ""
-            for role, password in (
-                (self.user, self.password),
-                (self.no_connect_user, self.no_connect_password),
-            ):
-                conn.execute(
-                    sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                        sql.Identifier(role), sql.Literal(password)
-                    )
+        user, db = sql.Identifier(self.user), sql.Identifier(self.database)
+        self.server_version = self.run_as_superuser(
+            *(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(role), sql.Literal(password)
                 )
-            db = sql.Identifier(self.database)
-            conn.execute(
-                sql.SQL("CREATE DATABASE {} OWNER {}").format(db, sql.Identifier(self.user))
-            )
-            conn.execute(sql.SQL("REVOKE CONNECT ON DATABASE {} FROM PUBLIC").format(db))
-            conn.execute(
-                sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(db, sql.Identifier(self.user))
-            )
+                for role, password in (
+                    (self.user, self.password),
+                    (self.no_connect_user, self.no_connect_password),
+                )
+            ),
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(db, user),
+            sql.SQL("REVOKE CONNECT ON DATABASE {} FROM PUBLIC").format(db),
+            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(db, user),
+        )
 
     def __repr__(self) -> str:
         return f"PostgresServer(tls={self.tls!r}, port={self.port}, running={self._running})"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ KEY_USER = "ETL_SERVICE"
 # canaries: planted in Secrets, must never show up in a result or a log line
 PASSWORD = "pw-Canary-7f3a9c!Secret"
 PASSPHRASE = "pp-Canary-c0ffee-Passphrase"
+# what a connection test may send: metadata only, nothing that needs (or resumes) a warehouse
+METADATA_ONLY = re.compile(r"^(SHOW WAREHOUSES LIKE '[^']*'|SELECT CURRENT_VERSION\(\))$")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["eventually", "poll_until", "wait_until"]
+__all__ = ["eventually", "poll_until", "poll_until_async", "wait_until"]
 
 
 def poll_until(
@@ -38,19 +38,25 @@ def wait_until(
     return value
 
 
-async def eventually(
-    check: Callable[[], Any], timeout: float, what: str, interval: float = 0.05
-) -> Any:
-    """``wait_until`` on the event loop: ``check`` may return an awaitable, and the loop keeps
-    running between tries."""
+async def poll_until_async(check: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
+    """``poll_until`` on the event loop: ``check`` may return an awaitable, and the loop keeps
+    running between tries. Its first true answer, or its last (false) one after ``timeout`` s."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
         value = check()
         if inspect.isawaitable(value):
             value = await value
-        if value:
+        if value or loop.time() > deadline:
             return value
-        if loop.time() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:g}s")
         await asyncio.sleep(interval)
+
+
+async def eventually(
+    check: Callable[[], Any], timeout: float, what: str, interval: float = 0.05
+) -> Any:
+    """``wait_until`` on the event loop (see ``poll_until_async``)."""
+    value = await poll_until_async(check, timeout, interval)
+    if not value:
+        raise AssertionError(f"{what}: not within {timeout:g}s")
+    return value

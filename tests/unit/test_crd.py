@@ -23,6 +23,7 @@ from celpy.adapter import json_to_cel
 from celpy.celtypes import BoolType
 from celpy.evaluation import CELEvalError
 
+from tests.support.kube_admission import apply_defaults
 from warehouse_operator import models
 from warehouse_operator.crd import crd_object, crd_text
 
@@ -87,25 +88,6 @@ def to_json_schema(schema: Schema) -> Schema:
     return out
 
 
-def apply_defaults(schema: Schema, value: Any) -> Any:
-    """Fill in schema defaults the way the API server does before validation."""
-    if isinstance(value, dict):
-        result = dict(value)
-        for name, child in schema.get("properties", {}).items():
-            if name not in result and "default" in child:
-                result[name] = copy.deepcopy(child["default"])
-            if name in result:
-                result[name] = apply_defaults(child, result[name])
-        extra = schema.get("additionalProperties")
-        if isinstance(extra, dict):
-            for name in list(result):
-                result[name] = apply_defaults(extra, result[name])
-        return result
-    if isinstance(value, list) and "items" in schema:
-        return [apply_defaults(schema["items"], item) for item in value]
-    return value
-
-
 @cache
 def cel_program(rule: str) -> celpy.Runner:
     env = celpy.Environment()
@@ -166,6 +148,14 @@ BQ = {"projectId": "my-project"}
 
 def pg(**extra: Any) -> dict[str, Any]:
     return {"provider": "postgres", "credentialsSecretRef": SECRET, "postgres": PG, **extra}
+
+
+def sf(**extra: Any) -> dict[str, Any]:
+    return {"provider": "snowflake", "credentialsSecretRef": SECRET, "snowflake": SF, **extra}
+
+
+def bq(**extra: Any) -> dict[str, Any]:
+    return {"provider": "bigquery", "credentialsSecretRef": SECRET, "bigquery": BQ, **extra}
 
 
 # --- the two copies ----------------------------------------------------------------------------
@@ -349,15 +339,10 @@ GOOD_SPECS: dict[str, dict[str, Any]] = {
     ),
     "postgres ipv6 host, port 1": pg(postgres={"host": "fd00::1", "port": 1, "database": "x"}),
     "port 65535": pg(postgres={**PG, "port": 65535}),
-    "snowflake password": {
-        "provider": "snowflake",
-        "credentialsSecretRef": SECRET,
-        "snowflake": SF,
-    },
-    "snowflake keyPair full": {
-        "provider": "snowflake",
-        "credentialsSecretRef": {"name": "sf", "keys": {"private_key": "rsa_key.p8"}},
-        "snowflake": {
+    "snowflake password": sf(),
+    "snowflake keyPair full": sf(
+        credentialsSecretRef={"name": "sf", "keys": {"private_key": "rsa_key.p8"}},
+        snowflake={
             "account": "xy12345.eu-west-1",
             "authMethod": "keyPair",
             "warehouse": "COMPUTE_WH",
@@ -366,18 +351,17 @@ GOOD_SPECS: dict[str, dict[str, Any]] = {
             "schema": "MARTS",
             "endpoint": "http://127.0.0.1:8085",
         },
-    },
-    "bigquery minimal": {"provider": "bigquery", "credentialsSecretRef": SECRET, "bigquery": BQ},
-    "bigquery full": {
-        "provider": "bigquery",
-        "credentialsSecretRef": {"name": "gcp", "keys": {"service_account.json": "key.json"}},
-        "bigquery": {
+    ),
+    "bigquery minimal": bq(),
+    "bigquery full": bq(
+        credentialsSecretRef={"name": "gcp", "keys": {"service_account.json": "key.json"}},
+        bigquery={
             "projectId": "my-project",
             "datasetId": "analytics",
             "location": "EU",
             "endpoint": "https://bigquery.example.internal:8443/api",
         },
-    },
+    ),
     "periodic tests off": pg(testInterval="0s"),
     "interval of exactly 7 days": pg(testInterval="168h"),
     "interval in fractions and ms": pg(testInterval="1.5h", testTimeout="250ms"),
@@ -457,11 +441,7 @@ BAD_SPECS: dict[str, tuple[dict[str, Any], str, bool]] = {
     ),
     # the models ignore the blocks of other providers; the schema refuses them outright
     "postgres with a snowflake block": (pg(snowflake=SF), "spec.snowflake must not be set", False),
-    "snowflake with a postgres block": (
-        {"provider": "snowflake", "credentialsSecretRef": SECRET, "snowflake": SF, "postgres": PG},
-        "spec.postgres must not be set",
-        False,
-    ),
+    "snowflake with a postgres block": (sf(postgres=PG), "spec.postgres must not be set", False),
     "port 0": (pg(postgres={**PG, "port": 0}), "less than the minimum of 1", True),
     "port 70000": (pg(postgres={**PG, "port": 70000}), "greater than the maximum of 65535", True),
     "port as a string": (pg(postgres={**PG, "port": "5432"}), "is not of type 'integer'", True),
@@ -512,40 +492,20 @@ BAD_SPECS: dict[str, tuple[dict[str, Any], str, bool]] = {
     "empty database": (pg(postgres={**PG, "database": ""}), "should be non-empty", True),
     "host starting with a dash": (pg(postgres={**PG, "host": "-db"}), "does not match", True),
     "host with a space": (pg(postgres={**PG, "host": "db host"}), "does not match", True),
-    "unknown authMethod": (
-        {
-            "provider": "snowflake",
-            "credentialsSecretRef": SECRET,
-            "snowflake": {**SF, "authMethod": "oauth"},
-        },
-        "is not one of",
-        True,
-    ),
-    "snowflake account with a slash": (
-        {"provider": "snowflake", "credentialsSecretRef": SECRET, "snowflake": {"account": "a/b"}},
-        "does not match",
-        True,
-    ),
+    "unknown authMethod": (sf(snowflake={**SF, "authMethod": "oauth"}), "is not one of", True),
+    "snowflake account with a slash": (sf(snowflake={"account": "a/b"}), "does not match", True),
     "endpoint that is not http(s)": (
-        {
-            "provider": "snowflake",
-            "credentialsSecretRef": SECRET,
-            "snowflake": {**SF, "endpoint": "ftp://127.0.0.1"},
-        },
+        sf(snowflake={**SF, "endpoint": "ftp://127.0.0.1"}),
         "does not match",
         True,
     ),
     "endpoint with credentials": (
-        {
-            "provider": "bigquery",
-            "credentialsSecretRef": SECRET,
-            "bigquery": {**BQ, "endpoint": "https://user:pw@bq.example.com"},
-        },
+        bq(bigquery={**BQ, "endpoint": "https://user:pw@bq.example.com"}),
         "does not match",
         True,
     ),
     "bigquery without projectId": (
-        {"provider": "bigquery", "credentialsSecretRef": SECRET, "bigquery": {"location": "EU"}},
+        bq(bigquery={"location": "EU"}),
         "'projectId' is a required property",
         True,
     ),

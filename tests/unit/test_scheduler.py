@@ -5,13 +5,16 @@ what is exercised here is *when* tests run and what gets written, not how a data
 """
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 
 from tests.support.encoding import b64
 from tests.support.fake_kube import RecordingApi
+from tests.support.servers import StallServer
+from warehouse_operator.kube import KubeApi
 from warehouse_operator.probe import EgressPolicy
 from warehouse_operator.scheduler import Scheduler, backoff_delay
 
@@ -28,6 +31,7 @@ def body(
     status: dict[str, Any] | None = None,
     generation: int | None = 1,
     port: int = 5432,
+    timeout: str | None = None,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "provider": "postgres",
@@ -37,6 +41,8 @@ def body(
     }
     if interval:
         spec["testInterval"] = interval
+    if timeout:
+        spec["testTimeout"] = timeout
     meta: dict[str, Any] = {
         "namespace": "ns",
         "name": name,
@@ -51,6 +57,18 @@ def body(
     return out
 
 
+@asynccontextmanager
+async def running(api: KubeApi, *, active: bool = True, **options: Any) -> AsyncIterator[Scheduler]:
+    """A Scheduler on ``api``, started (as the leader unless ``active`` is False), stopped on
+    leaving."""
+    s = Scheduler(api, **options)
+    s.start(active=active)
+    try:
+        yield s
+    finally:
+        await s.stop()
+
+
 async def settle(seconds: float = 0.15) -> None:
     await asyncio.sleep(seconds)
 
@@ -58,12 +76,10 @@ async def settle(seconds: float = 0.15) -> None:
 @pytest.fixture
 async def sched() -> Any:
     api = RecordingApi()
-    s = Scheduler(
+    async with running(
         api, max_concurrent=4, default_interval=300, policy=DENY_LOOPBACK, startup_spread=0.5
-    )
-    s.start()
-    yield s, api
-    await s.stop()
+    ) as s:
+        yield s, api
 
 
 async def test_new_connection_is_tested_once_with_one_write(sched: Any) -> None:
@@ -215,11 +231,9 @@ async def test_suspended_from_the_start_is_never_tested(sched: Any) -> None:
 
 async def test_restart_spreads_retests_of_current_connections() -> None:
     api = RecordingApi()
-    s = Scheduler(
+    async with running(
         api, max_concurrent=50, default_interval=300, policy=DENY_LOOPBACK, startup_spread=1.0
-    )
-    s.start()
-    try:
+    ) as s:
         current = {
             "lastTestedAt": "2026-01-01T00:00:00Z",
             "observedGeneration": 1,
@@ -232,24 +246,18 @@ async def test_restart_spreads_retests_of_current_connections() -> None:
         await settle(1.2)
         assert early < 15, early  # not all at once
         assert len(api.results) == 40  # but all re-verified within the spread
-    finally:
-        await s.stop()
 
 
 async def test_concurrency_is_bounded_and_new_objects_go_first() -> None:
     api = RecordingApi()
-    s = Scheduler(
+    async with running(
         api, max_concurrent=3, default_interval=300, policy=DENY_LOOPBACK, startup_spread=0.0
-    )
-    s.start()
-    try:
+    ) as s:
         for i in range(30):
             s.observe(body(f"c{i}"), "ADDED")
         await settle(0.5)
         assert len(api.results) == 30
         assert s.peak_running_tests <= 3
-    finally:
-        await s.stop()
 
 
 async def test_deleted_objects_are_forgotten(sched: Any) -> None:
@@ -280,82 +288,50 @@ def test_backoff_is_exponential_and_capped() -> None:
 
 async def test_a_silent_backend_cannot_take_every_worker() -> None:
     """Tests to a host that never answers hold at most their destination's share of workers."""
-    held: list[asyncio.StreamWriter] = []
-
-    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)  # accept, never answer
-
-    silent = await asyncio.start_server(swallow, "127.0.0.1", 0)
-    silent_port = silent.sockets[0].getsockname()[1]
     api = RecordingApi()
     api.secrets[("ns", "db")] = {"username": b64("app"), "password": b64("pw")}
-    s = Scheduler(
-        api,
-        max_concurrent=4,
-        default_interval=300,
-        policy=EgressPolicy.from_cidrs([], []),
-        max_per_destination=2,
-    )
-    s.start()
-    try:
-        for i in range(6):
-            slow = body(f"silent{i}", port=silent_port)
-            slow["spec"]["testTimeout"] = "2s"
-            s.observe(slow, "ADDED")
-        for i in range(6):
-            s.observe(body(f"refused{i}", port=1), "ADDED")  # nothing listens on port 1
-        await settle(0.8)
-        fast_done = {p.name for p in api.results if p.name.startswith("refused")}
-        assert fast_done == {f"refused{i}" for i in range(6)}
-        assert not any(p.name.startswith("silent") for p in api.results)
-        assert s.queue.gate_load(f"dest:postgres://127.0.0.1:{silent_port}") == 2
-        await settle(2.0)
-        timed_out = [p for p in api.results if p.name.startswith("silent")]
-        assert len(timed_out) == 2
-        assert {p.status["reason"] for p in timed_out} == {"Timeout"}
-    finally:
-        await s.stop()
-        silent.close()
-        for writer in held:
-            writer.close()
+    with StallServer() as silent:
+        async with running(
+            api,
+            max_concurrent=4,
+            default_interval=300,
+            policy=EgressPolicy.from_cidrs([], []),
+            max_per_destination=2,
+        ) as s:
+            for i in range(6):
+                s.observe(body(f"silent{i}", port=silent.port, timeout="2s"), "ADDED")
+            for i in range(6):
+                s.observe(body(f"refused{i}", port=1), "ADDED")  # nothing listens on port 1
+            await settle(0.8)
+            fast_done = {p.name for p in api.results if p.name.startswith("refused")}
+            assert fast_done == {f"refused{i}" for i in range(6)}
+            assert not any(p.name.startswith("silent") for p in api.results)
+            assert s.queue.gate_load(f"dest:postgres://127.0.0.1:{silent.port}") == 2
+            await settle(2.0)
+            timed_out = [p for p in api.results if p.name.startswith("silent")]
+            assert len(timed_out) == 2
+            assert {p.status["reason"] for p in timed_out} == {"Timeout"}
 
 
 async def test_pause_cancels_running_tests_unwritten_and_resume_retests() -> None:
-    held: list[asyncio.StreamWriter] = []
-
-    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)
-
-    silent = await asyncio.start_server(swallow, "127.0.0.1", 0)
-    port = silent.sockets[0].getsockname()[1]
     api = RecordingApi()
     api.secrets[("ns", "db")] = {"username": b64("app"), "password": b64("pw")}
-    s = Scheduler(api, max_concurrent=2, policy=EgressPolicy.from_cidrs([], []))
-    s.start()
-    try:
-        slow = body("a", port=port)
-        slow["spec"]["testTimeout"] = "1s"
-        s.observe(slow, "ADDED")
-        await settle(0.3)
-        assert s.running_tests == 1
-        s.pause()  # the lease is lost mid-test
-        await settle(1.2)
-        assert api.results == []  # nothing written after losing the lease
-        s.resume()
-        await settle(1.5)
-        assert api.reasons("a") == ["Timeout"]
-    finally:
-        await s.stop()
-        silent.close()
-        for writer in held:
-            writer.close()
+    with StallServer() as silent:
+        async with running(api, max_concurrent=2, policy=EgressPolicy.from_cidrs([], [])) as s:
+            s.observe(body("a", port=silent.port, timeout="1s"), "ADDED")
+            await settle(0.3)
+            assert s.running_tests == 1
+            s.pause()  # the lease is lost mid-test
+            await settle(1.2)
+            assert api.results == []  # nothing written after losing the lease
+            s.resume()
+            await settle(1.5)
+            assert api.reasons("a") == ["Timeout"]
 
 
 async def test_a_follower_takes_over_the_leaders_status() -> None:
     api = RecordingApi()
-    s = Scheduler(api, max_concurrent=2, policy=DENY_LOOPBACK)
-    s.start(active=False)
-    try:
+    async with running(api, max_concurrent=2, policy=DENY_LOOPBACK, active=False) as s:
         s.observe(body("a"), "ADDED")
         leader_status = {
             "phase": "Failed",
@@ -374,8 +350,6 @@ async def test_a_follower_takes_over_the_leaders_status() -> None:
         assert api.told() == []
         assert api.results[-1].status["consecutiveFailures"] == 4
         assert api.results[-1].status["lastHandledTestRequest"] == "r1"
-    finally:
-        await s.stop()
 
 
 async def test_secret_metadata_events_read_only_used_secrets_once_per_version(sched: Any) -> None:

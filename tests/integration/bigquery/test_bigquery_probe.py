@@ -18,6 +18,7 @@ import pytest
 
 from tests.support.bigquery_emulator import RefusingPort, SilentListener
 from tests.support.bigquery_token import GOOGLE_TOKEN_AUDIENCE, TokenEndpoint
+from tests.support.probe_results import BIGQUERY_CHECKS
 from warehouse_operator.models import CheckResult, ProbeFailure, ProbeResult, Reason, parse_spec
 from warehouse_operator.probe import run_test
 from warehouse_operator.providers.base import Stages
@@ -52,14 +53,7 @@ async def test_connected_without_dataset(bigquery_world: BigQueryWorld) -> None:
     assert result.message == f"{world.reader.email} can run queries in project {PROJECT}"
     assert result.latency_ms is not None
     assert result.latency_ms >= 0
-    assert stage_names(result) == [
-        "spec",
-        "credentials",
-        "destination",
-        "authenticate",
-        "query",
-        "dataset",
-    ]
+    assert stage_names(result) == BIGQUERY_CHECKS
     stages = stages_of(result)
     assert stages["authenticate"][0] is CheckResult.PASSED
     assert world.reader.email in stages["authenticate"][1]

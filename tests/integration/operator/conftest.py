@@ -27,6 +27,7 @@ from kubernetes import client as k8s
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.kube_cluster import Kube, Namespace, delete_namespace, new_namespace
+from tests.support.kube_login import plain_client
 from tests.support.kube_operator import OperatorProcess
 from tests.support.kubeapi import KubeAPIServer, kubeconfig_for
 from tests.support.pgserver import PostgresServer
@@ -66,29 +67,11 @@ def ns(kube: Kube) -> Iterator[Namespace]:
         delete_namespace(kube, namespace.name)
 
 
-@dataclass
-class _Login:
-    """The connection info KubeClient expects, for the emulator (no TLS, a dummy token)."""
-
-    server: str
-    ca_path: Any = None
-    ca_data: Any = None
-    insecure: bool | None = None
-    username: str | None = None
-    password: str | None = None
-    scheme: str | None = "Bearer"
-    token: str | None = "no-auth"
-    certificate_path: Any = None
-    certificate_data: Any = None
-    private_key_path: Any = None
-    private_key_data: Any = None
-
-
 @pytest.fixture
 async def api(kubeapi: KubeAPIServer) -> AsyncIterator[KubeClient]:
     """The operator's own API client, in-process, against the emulator."""
     assert kubeconfig_for(kubeapi.url)  # the same server the processes use
-    kube_client = KubeClient(lambda: _Login(server=kubeapi.url))
+    kube_client = plain_client(kubeapi.url, token="no-auth", scheme="Bearer")  # any token will do
     yield kube_client
     await kube_client.close()
 

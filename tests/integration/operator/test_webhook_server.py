@@ -8,8 +8,8 @@ import asyncio
 import base64
 import contextlib
 import datetime as dt
-import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from kubernetes import client as k8s
 from tests.support.kube_cluster import Kube, Namespace
 from tests.support.kubeapi import KubeAPIServer
 from tests.support.pgserver import CertificateAuthority, unused_port
+from tests.support.waiting import eventually
 from warehouse_operator.inuse import InUseKind, parse_kinds
 from warehouse_operator.kube import KubeClient
 from warehouse_operator.settings import DEFAULT_IN_USE_KINDS
@@ -44,32 +45,41 @@ from .conftest import (
 KINDS = parse_kinds(DEFAULT_IN_USE_KINDS)
 
 
-async def review(port: int, body: dict[str, Any], ca: bytes, name: str) -> dict[str, Any]:
-    answer = await asyncio.to_thread(post_review, port, body, ca, name)
-    assert answer["apiVersion"] == "admission.k8s.io/v1"
-    assert answer["kind"] == "AdmissionReview"
-    assert answer["response"]["uid"] == body["request"]["uid"]
-    response: dict[str, Any] = answer["response"]
-    return response
+@dataclass
+class Endpoint:
+    """A webhook server as the API server reaches it: a port, the CA bundle it verifies the
+    serving certificate against, and the Service name it expects in that certificate."""
+
+    port: int
+    ca_pem: bytes
+    name: str
+
+    async def review(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The response to ``body``, after checking the envelope of the answer."""
+        answer = await asyncio.to_thread(post_review, self.port, body, self.ca_pem, self.name)
+        assert answer["apiVersion"] == "admission.k8s.io/v1"
+        assert answer["kind"] == "AdmissionReview"
+        assert answer["response"]["uid"] == body["request"]["uid"]
+        response: dict[str, Any] = answer["response"]
+        return response
+
+    async def certificate(self, name: str | None = None) -> bytes:
+        """The DER serving certificate, verified as ``name`` (by default the Service name)."""
+        return await asyncio.to_thread(peer_certificate, self.port, self.ca_pem, name or self.name)
 
 
-async def eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = check()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        await asyncio.sleep(0.05)
+def allowed_to_delete_in_use(connection: dict[str, Any]) -> dict[str, Any]:
+    """``connection`` with the annotation that overrides the in-use check."""
+    annotations = {"warehouse-operator.io/allow-delete-in-use": "true"}
+    return {**connection, "metadata": {**connection["metadata"], "annotations": annotations}}
 
 
-class DirServer:
+class DirServer(Endpoint):
+    """A server whose certificate comes from a folder, with the CA that issues it."""
+
     def __init__(self, folder: Path, ca: CertificateAuthority, name: str) -> None:
-        self.folder, self.ca, self.name = folder, ca, name
-        self.port = unused_port()
+        super().__init__(unused_port(), ca.cert_pem, name)
+        self.folder, self.ca = folder, ca
 
     def write(self, cert: bytes, key: bytes) -> None:
         (self.folder / "tls.crt").write_bytes(cert)
@@ -106,12 +116,7 @@ async def test_delete_of_a_connection_in_use_is_refused_with_409_naming_the_user
     create_workload(kube, ns.name, "Job", "etl", "warehouse")
     create_workload(kube, ns.name, "Deployment", "web", None)  # unlabelled: not a user
 
-    answer = await review(
-        files.port,
-        admission_review("DELETE", ns.name, "warehouse", old=used),
-        files.ca.cert_pem,
-        files.name,
-    )
+    answer = await files.review(admission_review("DELETE", ns.name, "warehouse", old=used))
     assert answer["allowed"] is False
     assert answer["status"]["code"] == 409
     assert answer["status"]["reason"] == "Conflict"
@@ -119,48 +124,22 @@ async def test_delete_of_a_connection_in_use_is_refused_with_409_naming_the_user
     assert "web" not in answer["status"]["message"]
 
     # an unused connection goes
-    answer = await review(
-        files.port,
-        admission_review("DELETE", ns.name, "spare", old=spare),
-        files.ca.cert_pem,
-        files.name,
-    )
+    answer = await files.review(admission_review("DELETE", ns.name, "spare", old=spare))
     assert answer == {"uid": answer["uid"], "allowed": True}
 
     # the override annotation
-    overridden = {
-        **used,
-        "metadata": {
-            **used["metadata"],
-            "annotations": {"warehouse-operator.io/allow-delete-in-use": "true"},
-        },
-    }
-    answer = await review(
-        files.port,
-        admission_review("DELETE", ns.name, "warehouse", old=overridden),
-        files.ca.cert_pem,
-        files.name,
-    )
+    overridden = allowed_to_delete_in_use(used)
+    answer = await files.review(admission_review("DELETE", ns.name, "warehouse", old=overridden))
     assert answer["allowed"] is True
 
     # once the users are gone (relabelled / deleted), the deletion is allowed
     relabel_deployment(kube, ns.name, "api", "other")
-    answer = await review(
-        files.port,
-        admission_review("DELETE", ns.name, "warehouse", old=used),
-        files.ca.cert_pem,
-        files.name,
-    )
+    answer = await files.review(admission_review("DELETE", ns.name, "warehouse", old=used))
     assert answer["allowed"] is False
     assert "is in use by job/etl:" in answer["status"]["message"]
     delete_deployment(kube, ns.name, "api")
     k8s.BatchV1Api(kube.api_client).delete_namespaced_job("etl", ns.name)
-    answer = await review(
-        files.port,
-        admission_review("DELETE", ns.name, "warehouse", old=used),
-        files.ca.cert_pem,
-        files.name,
-    )
+    answer = await files.review(admission_review("DELETE", ns.name, "warehouse", old=used))
     assert answer["allowed"] is True
 
 
@@ -174,22 +153,12 @@ async def test_one_connection_per_namespace_refuses_a_second_create(
         "metadata": {"name": "first", "namespace": ns.name},
         "spec": unreachable_connection(),
     }
-    answer = await review(
-        files.port,
-        admission_review("CREATE", ns.name, "first", obj=first),
-        files.ca.cert_pem,
-        files.name,
-    )
+    answer = await files.review(admission_review("CREATE", ns.name, "first", obj=first))
     assert answer["allowed"] is True
     ns.create_connection("first", unreachable_connection())
 
     second = {**first, "metadata": {"name": "second", "namespace": ns.name}}
-    answer = await review(
-        files.port,
-        admission_review("CREATE", ns.name, "second", obj=second),
-        files.ca.cert_pem,
-        files.name,
-    )
+    answer = await files.review(admission_review("CREATE", ns.name, "second", obj=second))
     assert answer["allowed"] is False
     assert answer["status"]["code"] == 403
     assert answer["status"]["reason"] == "Forbidden"
@@ -201,29 +170,15 @@ async def test_requests_it_cannot_check_are_refused_but_the_override_still_works
 ) -> None:
     _, files = dir_server
     used = ns.create_connection("warehouse", unreachable_connection())
-    overridden = {
-        **used,
-        "metadata": {
-            **used["metadata"],
-            "annotations": {"warehouse-operator.io/allow-delete-in-use": "true"},
-        },
-    }
+    overridden = allowed_to_delete_in_use(used)
     kubeapi.stop()
     try:
-        answer = await review(
-            files.port,
-            admission_review("DELETE", ns.name, "warehouse", old=used),
-            files.ca.cert_pem,
-            files.name,
-        )
+        answer = await files.review(admission_review("DELETE", ns.name, "warehouse", old=used))
         assert answer["allowed"] is False
         assert answer["status"]["code"] == 500
         assert "could not check" in answer["status"]["message"]
-        answer = await review(
-            files.port,
-            admission_review("DELETE", ns.name, "warehouse", old=overridden),
-            files.ca.cert_pem,
-            files.name,
+        answer = await files.review(
+            admission_review("DELETE", ns.name, "warehouse", old=overridden)
         )
         assert answer["allowed"] is True
     finally:
@@ -234,44 +189,40 @@ async def test_other_requests_are_allowed_and_garbage_is_a_bad_request(
     ns: Namespace, dir_server: tuple[WebhookServer, DirServer]
 ) -> None:
     _, files = dir_server
-    body = admission_review("UPDATE", ns.name, "warehouse", obj={"metadata": {"name": "warehouse"}})
-    answer = await review(files.port, body, files.ca.cert_pem, files.name)
+    answer = await files.review(
+        admission_review("UPDATE", ns.name, "warehouse", obj={"metadata": {"name": "warehouse"}})
+    )
     assert answer["allowed"] is True
     other = admission_review("DELETE", ns.name, "x", old={"metadata": {"name": "x"}})
     other["request"]["resource"] = {"group": "apps", "version": "v1", "resource": "deployments"}
     other["request"]["kind"] = {"group": "apps", "version": "v1", "kind": "Deployment"}
-    answer = await review(files.port, other, files.ca.cert_pem, files.name)
+    answer = await files.review(other)
     assert answer["allowed"] is True
     with pytest.raises(AssertionError, match="not an AdmissionReview"):
-        await asyncio.to_thread(
-            post_review, files.port, {"request": {}}, files.ca.cert_pem, files.name
-        )
+        await asyncio.to_thread(post_review, files.port, {"request": {}}, files.ca_pem, files.name)
 
 
 async def test_certificate_folder_is_reloaded_when_it_changes(
     dir_server: tuple[WebhookServer, DirServer],
 ) -> None:
     server, files = dir_server
-    first = await asyncio.to_thread(peer_certificate, files.port, files.ca.cert_pem, files.name)
+    first = await files.certificate()
 
     # a half-written pair (a key that does not match) is ignored: the old one stays
     other_cert, _ = files.ca.issue([files.name])
     _, other_key = files.ca.issue([files.name])
     files.write(other_cert, other_key)
     await asyncio.sleep(0.5)
-    assert (
-        await asyncio.to_thread(peer_certificate, files.port, files.ca.cert_pem, files.name)
-        == first
-    )
+    assert await files.certificate() == first
     assert server.directory is not None
     assert server.directory.reloads == 0
 
     new_cert, new_key = files.ca.issue([files.name])
     files.write(new_cert, new_key)
+    new_der = x509.load_pem_x509_certificate(new_cert).public_bytes(Encoding.DER)
 
     async def serving_new() -> bool:
-        der = await asyncio.to_thread(peer_certificate, files.port, files.ca.cert_pem, files.name)
-        return der == x509.load_pem_x509_certificate(new_cert).public_bytes(Encoding.DER)
+        return await files.certificate() == new_der
 
     await eventually(serving_new, 5, "the new certificate served")
     assert server.directory.reloads == 1
@@ -280,82 +231,96 @@ async def test_certificate_folder_is_reloaded_when_it_changes(
 # --- self-managed certificates ---------------------------------------------------------------------
 
 
-async def _webhook_config(api: KubeClient, name: str, namespace: str) -> dict[str, Any]:
-    body = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": name},
-        "webhooks": [
-            {
-                "name": "delete-in-use.warehouse-operator.io",
-                "admissionReviewVersions": ["v1"],
-                "sideEffects": "None",
-                "failurePolicy": "Fail",
-                "clientConfig": {
-                    "service": {"name": "whc-webhook", "namespace": namespace, "path": "/validate"}
-                },
-                "rules": [
-                    {
-                        "apiGroups": ["warehouse-operator.io"],
-                        "apiVersions": ["*"],
-                        "operations": ["CREATE", "DELETE"],
-                        "resources": ["warehouseconnections"],
-                    }
-                ],
-            }
-        ],
-    }
-    created: dict[str, Any] = await api.create_object(WEBHOOK_CONFIG_API, body)
-    return created
+class SelfSigned:
+    """Starts webhook servers that manage their own certificates in a namespace, against one
+    ValidatingWebhookConfiguration (``config``) whose caBundle they keep."""
 
+    def __init__(self, api: KubeClient, namespace: str) -> None:
+        self.api, self.namespace = api, namespace
+        self.config = f"whc-{namespace}"
+        self.name = f"whc-webhook.{namespace}.svc"
+        self.servers: list[WebhookServer] = []
 
-async def _ca_bundle(api: KubeClient, name: str) -> bytes:
-    config = await api.get_object(f"{WEBHOOK_CONFIG_API}/{name}")
-    value = config["webhooks"][0]["clientConfig"].get("caBundle") or ""
-    return base64.b64decode(value)
+    async def create_config(self) -> None:
+        body = {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": self.config},
+            "webhooks": [
+                {
+                    "name": "delete-in-use.warehouse-operator.io",
+                    "admissionReviewVersions": ["v1"],
+                    "sideEffects": "None",
+                    "failurePolicy": "Fail",
+                    "clientConfig": {
+                        "service": {
+                            "name": "whc-webhook",
+                            "namespace": self.namespace,
+                            "path": "/validate",
+                        }
+                    },
+                    "rules": [
+                        {
+                            "apiGroups": ["warehouse-operator.io"],
+                            "apiVersions": ["*"],
+                            "operations": ["CREATE", "DELETE"],
+                            "resources": ["warehouseconnections"],
+                        }
+                    ],
+                }
+            ],
+        }
+        await self.api.create_object(WEBHOOK_CONFIG_API, body)
 
-
-@pytest.fixture
-async def self_signed(api: KubeClient, ns: Namespace) -> AsyncIterator[Callable[..., Any]]:
-    servers: list[WebhookServer] = []
-    config = f"whc-{ns.name}"
-    await _webhook_config(api, config, ns.name)
-
-    async def start(**overrides: Any) -> WebhookServer:
+    async def start(self, **overrides: Any) -> WebhookServer:
         options = SelfSignedOptions(
-            namespace=ns.name,
+            namespace=self.namespace,
             service="whc-webhook",
             secret_name="whc-webhook-tls",
-            webhook_config=config,
+            webhook_config=self.config,
             check_interval=0.2,
             **overrides,
         )
         server = WebhookServer(
-            Admission(api, in_use_kinds=KINDS, one_connection_per_namespace=False),
+            Admission(self.api, in_use_kinds=KINDS, one_connection_per_namespace=False),
             port=unused_port(),
             host="127.0.0.1",
             self_signed=options,
-            api=api,
+            api=self.api,
         )
         await server.start()
-        servers.append(server)
+        self.servers.append(server)
         return server
 
-    start.config = config  # type: ignore[attr-defined]
-    yield start
-    for server in servers:
-        await server.stop()
-    with contextlib.suppress(Exception):
-        await api._request("DELETE", f"{WEBHOOK_CONFIG_API}/{config}")
+    async def ca_bundle(self) -> bytes:
+        config = await self.api.get_object(f"{WEBHOOK_CONFIG_API}/{self.config}")
+        value = config["webhooks"][0]["clientConfig"].get("caBundle") or ""
+        return base64.b64decode(value)
+
+    def endpoint(self, server: WebhookServer, bundle: bytes) -> Endpoint:
+        """``server`` as the API server reaches it when the caBundle is ``bundle``."""
+        return Endpoint(server.port, bundle, self.name)
+
+    async def close(self) -> None:
+        for server in self.servers:
+            await server.stop()
+        with contextlib.suppress(Exception):
+            await self.api._request("DELETE", f"{WEBHOOK_CONFIG_API}/{self.config}")
+
+
+@pytest.fixture
+async def self_signed(api: KubeClient, ns: Namespace) -> AsyncIterator[SelfSigned]:
+    servers = SelfSigned(api, ns.name)
+    await servers.create_config()
+    yield servers
+    await servers.close()
 
 
 async def test_self_signed_certificate_is_shared_by_replicas_and_its_ca_published(
-    api: KubeClient, ns: Namespace, self_signed: Callable[..., Any]
+    api: KubeClient, ns: Namespace, self_signed: SelfSigned
 ) -> None:
-    config = self_signed.config  # type: ignore[attr-defined]
-    name = f"whc-webhook.{ns.name}.svc"
-    one = await self_signed()
-    bundle = await _ca_bundle(api, config)
+    one = await self_signed.start()
+    bundle = await self_signed.ca_bundle()
     secret = await api.get_object(f"/api/v1/namespaces/{ns.name}/secrets/whc-webhook-tls")
     assert secret["type"] == "kubernetes.io/tls"
     assert base64.b64decode(secret["data"]["ca.crt"]) == bundle
@@ -363,80 +328,71 @@ async def test_self_signed_certificate_is_shared_by_replicas_and_its_ca_publishe
     assert one.self_signed.ca_bundle_patches == 1
 
     ns.create_connection("warehouse", unreachable_connection())
-    answer = await review(
-        one.port,
-        admission_review("DELETE", ns.name, "warehouse", old={"metadata": {"name": "warehouse"}}),
-        bundle,
-        name,
+    first = self_signed.endpoint(one, bundle)
+    answer = await first.review(
+        admission_review("DELETE", ns.name, "warehouse", old={"metadata": {"name": "warehouse"}})
     )
     assert answer["allowed"] is True
 
     # a second replica uses the same Secret: same certificate, caBundle left alone
-    two = await self_signed()
+    two = await self_signed.start()
     assert two.self_signed is not None
     assert two.self_signed.rotations == 0
     assert two.self_signed.ca_bundle_patches == 0
-    assert await asyncio.to_thread(
-        peer_certificate, two.port, bundle, name
-    ) == await asyncio.to_thread(peer_certificate, one.port, bundle, name)
+    assert await self_signed.endpoint(two, bundle).certificate() == await first.certificate()
     # every name the API server may use for the Service is in the certificate
     for dns in (
         f"whc-webhook.{ns.name}.svc",
         f"whc-webhook.{ns.name}.svc.cluster.local",
         "whc-webhook",
     ):
-        await asyncio.to_thread(peer_certificate, one.port, bundle, dns)
+        await first.certificate(dns)
 
     # a deployment tool resets the caBundle: it is put back
     await api.patch_object(
-        f"{WEBHOOK_CONFIG_API}/{config}",
+        f"{WEBHOOK_CONFIG_API}/{self_signed.config}",
         [{"op": "replace", "path": "/webhooks/0/clientConfig/caBundle", "value": ""}],
         content_type="application/json-patch+json",
     )
-    restored = await eventually(lambda: _ca_bundle(api, config), 5, "the caBundle restored")
+    restored = await eventually(self_signed.ca_bundle, 5, "the caBundle restored")
     assert restored == bundle
 
 
 async def test_self_signed_serving_certificate_is_rotated_before_expiry(
-    api: KubeClient, ns: Namespace, self_signed: Callable[..., Any]
+    self_signed: SelfSigned,
 ) -> None:
-    config = self_signed.config  # type: ignore[attr-defined]
-    name = f"whc-webhook.{ns.name}.svc"
-    server = await self_signed(cert_validity=dt.timedelta(seconds=4))
-    bundle = await _ca_bundle(api, config)
-    first = await asyncio.to_thread(peer_certificate, server.port, bundle, name)
+    server = await self_signed.start(cert_validity=dt.timedelta(seconds=4))
+    bundle = await self_signed.ca_bundle()
+    endpoint = self_signed.endpoint(server, bundle)
+    first = await endpoint.certificate()
 
     async def rotated() -> bool:
-        return await asyncio.to_thread(peer_certificate, server.port, bundle, name) != first
+        return await endpoint.certificate() != first
 
     await eventually(rotated, 8, "a renewed serving certificate")
     # same CA: the caBundle did not have to change, and the new certificate verifies against it
-    assert await _ca_bundle(api, config) == bundle
-    cert = x509.load_der_x509_certificate(
-        await asyncio.to_thread(peer_certificate, server.port, bundle, name)
-    )
+    assert await self_signed.ca_bundle() == bundle
+    cert = x509.load_der_x509_certificate(await endpoint.certificate())
     assert cert.not_valid_after_utc > dt.datetime.now(dt.UTC)
 
 
 async def test_self_signed_ca_rotation_keeps_the_old_ca_in_the_bundle(
-    api: KubeClient, ns: Namespace, self_signed: Callable[..., Any]
+    self_signed: SelfSigned,
 ) -> None:
-    config = self_signed.config  # type: ignore[attr-defined]
-    name = f"whc-webhook.{ns.name}.svc"
-    server = await self_signed(
+    server = await self_signed.start(
         ca_validity=dt.timedelta(seconds=4), cert_validity=dt.timedelta(seconds=4)
     )
-    first_bundle = await _ca_bundle(api, config)
+    first_bundle = await self_signed.ca_bundle()
     assert len(x509.load_pem_x509_certificates(first_bundle)) == 1
 
     async def two_cas() -> bytes | None:
-        bundle = await _ca_bundle(api, config)
+        bundle = await self_signed.ca_bundle()
         return bundle if len(x509.load_pem_x509_certificates(bundle)) == 2 else None
 
     bundle = await eventually(two_cas, 8, "a bundle with the new and the old CA")
     cas = x509.load_pem_x509_certificates(bundle)
     assert cas[1] == x509.load_pem_x509_certificates(first_bundle)[0]  # the old one kept, second
-    await asyncio.to_thread(peer_certificate, server.port, bundle, name)
+    await self_signed.endpoint(server, bundle).certificate()
 
 
 def test_in_use_kinds_default_to_the_workload_kinds() -> None:
@@ -451,12 +407,12 @@ async def test_a_namespace_being_deleted_never_waits_for_the_webhook(
     used = ns.create_connection("warehouse", unreachable_connection())
     create_workload(kube, ns.name, "Deployment", "api", "warehouse")
     body = admission_review("DELETE", ns.name, "warehouse", old=used)
-    answer = await review(files.port, body, files.ca.cert_pem, files.name)
+    answer = await files.review(body)
     assert answer["status"]["code"] == 409
 
     # what a real API server shows while the namespace controller empties the namespace
     await api.patch_object(
         f"/api/v1/namespaces/{ns.name}/status", {"status": {"phase": "Terminating"}}
     )
-    answer = await review(files.port, body, files.ca.cert_pem, files.name)
+    answer = await files.review(body)
     assert answer["allowed"] is True

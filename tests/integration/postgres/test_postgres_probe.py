@@ -16,13 +16,11 @@ from tests.support.pgserver import (
     short_version,
     unused_port,
 )
+from tests.support.probe_results import POSTGRES_CHECKS, assert_not_leaked
 from warehouse_operator.models import CheckResult, ProbeResult, Reason
 from warehouse_operator.probe import run_test
 
 pytestmark = pytest.mark.integration
-
-PRE_CONNECT = ["spec", "credentials", "destination"]
-ALL_STAGES = [*PRE_CONNECT, "connect", "authenticate", "query"]
 
 
 def connection_spec(
@@ -43,18 +41,6 @@ def connection_spec(
     }
 
 
-def everything_shown(result: ProbeResult) -> str:
-    """All a user could ever see of a result: status fields, checks, repr."""
-    return f"{result.model_dump_json(by_alias=True)}\n{result!r}\n{result}"
-
-
-def assert_not_leaked(result: ProbeResult, *secrets: str) -> None:
-    shown = everything_shown(result)
-    for secret in secrets:
-        assert secret not in shown
-        assert b64(secret) not in shown
-
-
 def check_names(result: ProbeResult) -> list[str]:
     return [c.name for c in result.checks]
 
@@ -62,7 +48,7 @@ def check_names(result: ProbeResult) -> list[str]:
 def assert_connected(result: ProbeResult, server: PostgresServer) -> None:
     assert result.reason is Reason.CONNECTED, result.message
     assert result.ok
-    assert check_names(result) == ALL_STAGES
+    assert check_names(result) == POSTGRES_CHECKS
     assert all(c.result is CheckResult.PASSED for c in result.checks)
     assert result.server_version == f"PostgreSQL {short_version(server.server_version)}"
     assert re.fullmatch(r"PostgreSQL \d+\.\d+", result.server_version)
@@ -79,7 +65,7 @@ def assert_failed_at(result: ProbeResult, reason: Reason, stage: str, *secrets: 
     assert result.server_version is None
     assert result.message
     names = check_names(result)
-    assert names == ALL_STAGES[: ALL_STAGES.index(stage) + 1]
+    assert names == POSTGRES_CHECKS[: POSTGRES_CHECKS.index(stage) + 1]
     assert all(c.result is CheckResult.PASSED for c in result.checks[:-1])
     assert result.checks[-1].result is CheckResult.FAILED
     assert result.checks[-1].message
@@ -113,7 +99,7 @@ async def test_connected(
         connection_spec(server.postgres_spec(sslMode=ssl_mode)), server.secret_data()
     )
     assert_connected(result, server)
-    connect = result.checks[ALL_STAGES.index("connect")]
+    connect = result.checks[POSTGRES_CHECKS.index("connect")]
     assert connect.message.endswith("with TLS" if with_tls else "without TLS")
     assert result.checks[-1].message == "SELECT 1 returned 1"
 
@@ -121,7 +107,7 @@ async def test_connected(
 async def test_default_ssl_mode_uses_tls_when_offered(pg_tls: PostgresServer) -> None:
     result = await run_test(connection_spec(pg_tls.postgres_spec()), pg_tls.secret_data())
     assert_connected(result, pg_tls)
-    assert result.checks[ALL_STAGES.index("connect")].message.endswith("with TLS")
+    assert result.checks[POSTGRES_CHECKS.index("connect")].message.endswith("with TLS")
 
 
 @pytest.mark.parametrize("ssl_mode", ["verify-ca", "verify-full"])
@@ -183,7 +169,7 @@ async def test_wrong_password(pg_plain: PostgresServer) -> None:
         result, Reason.AUTHENTICATION_FAILED, "authenticate", planted, pg_plain.password
     )
     assert "password authentication failed" in result.message
-    assert result.checks[ALL_STAGES.index("connect")].result is CheckResult.PASSED
+    assert result.checks[POSTGRES_CHECKS.index("connect")].result is CheckResult.PASSED
 
 
 async def test_unknown_user(pg_plain: PostgresServer) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.support.encoding import b64
+from tests.support.probe_results import SNOWFLAKE_CHECKS, assert_not_leaked
 from tests.support.snowflake_emulator import (
     refused_port,
     self_signed_tls_listener,
@@ -22,23 +23,20 @@ from tests.support.snowflake_front import StrictSnowflakeFront
 from tests.support.snowflake_testbed import (
     ACCOUNT,
     KEY_USER,
+    METADATA_ONLY,
     PASSPHRASE,
     PASSWORD,
     PASSWORD_USER,
     KeyMaterial,
     openssl_fingerprint,
 )
+from tests.support.waiting import poll_until_async
 from warehouse_operator.models import CheckResult, ProbeResult, Reason
 from warehouse_operator.probe import run_test
 from warehouse_operator.providers import snowflake as snowflake_provider
 from warehouse_operator.providers.blocking import BlockingCallRunner
 
 pytestmark = pytest.mark.integration
-
-PRE_CONNECT = ["spec", "credentials", "destination"]
-ALL_STAGES = [*PRE_CONNECT, "connect", "authenticate", "role", "database", "warehouse", "query"]
-# what a connection test may send: metadata only, nothing that needs (or resumes) a warehouse
-METADATA_ONLY = re.compile(r"^(SHOW WAREHOUSES LIKE '[^']*'|SELECT CURRENT_VERSION\(\))$")
 
 
 def secret(**values: str) -> dict[str, str]:
@@ -89,20 +87,6 @@ def check(result: ProbeResult, name: str) -> tuple[CheckResult, str]:
     raise AssertionError(f"no check {name!r} in {[c.name for c in result.checks]}")
 
 
-def everything_shown(result: ProbeResult) -> str:
-    return f"{result.model_dump_json(by_alias=True)}\n{result!r}\n{result}"
-
-
-def assert_not_leaked(result: ProbeResult, *secrets: str) -> None:
-    shown = everything_shown(result)
-    for value in secrets:
-        assert value not in shown
-        assert b64(value) not in shown
-        for line in value.splitlines():
-            if len(line) >= 12 and "-----" not in line:
-                assert line not in shown
-
-
 # --- Connected ---------------------------------------------------------------------------------
 
 
@@ -113,7 +97,7 @@ async def test_password_login_connected_without_resuming_a_suspended_warehouse(
     result = await run_test(analyst_spec(snowflake_front), password_secret())
 
     assert result.reason is Reason.CONNECTED, result.message
-    assert [c.name for c in result.checks] == ALL_STAGES
+    assert [c.name for c in result.checks] == SNOWFLAKE_CHECKS
     assert all(c.result is CheckResult.PASSED for c in result.checks)
     assert result.server_version is not None
     assert re.fullmatch(r"Snowflake \d+\.\d+\.\d+", result.server_version)
@@ -181,7 +165,7 @@ async def test_key_pair_login_connected(
     result = await run_test(key_spec(snowflake_front), secret(**values))
 
     assert result.reason is Reason.CONNECTED, result.message
-    assert [c.name for c in result.checks] == ALL_STAGES
+    assert [c.name for c in result.checks] == SNOWFLAKE_CHECKS
     expected = openssl_fingerprint(registered_key.public_pem, tmp_path)
     assert result.public_key_fingerprint == expected
     assert expected in check(result, "authenticate")[1]
@@ -402,11 +386,18 @@ async def test_silent_endpoint_times_out_without_delaying_a_healthy_test(
     assert_not_leaked(hung, PASSWORD)
 
 
-async def test_threads_held_by_hung_logins_fail_new_tests_fast_then_recover(
-    snowflake_front: StrictSnowflakeFront, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def one_thread(monkeypatch: pytest.MonkeyPatch) -> BlockingCallRunner[Any]:
+    """The Snowflake provider's blocking calls, on one worker thread for this test."""
     runner = BlockingCallRunner[Any](1, "snowflake-test", "Snowflake")
     monkeypatch.setattr(snowflake_provider.PROVIDER, "runner", runner)
+    return runner
+
+
+async def test_threads_held_by_hung_logins_fail_new_tests_fast_then_recover(
+    snowflake_front: StrictSnowflakeFront, one_thread: BlockingCallRunner[Any]
+) -> None:
+    runner = one_thread
     with silent_listener() as port:
         # Given up on from outside after 0.3 s (as run_test's own timeout does it: by
         # cancelling the probe), while the driver's login waits up to its 2 s timeouts.
@@ -423,20 +414,17 @@ async def test_threads_held_by_hung_logins_fail_new_tests_fast_then_recover(
         assert check(refused, "authenticate")[0] is CheckResult.FAILED
 
         # the driver gives up within its own timeouts, and the thread is free again
-        deadline = time.monotonic() + 5
-        while runner.busy and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await poll_until_async(lambda: not runner.busy, 5)
         assert (runner.busy, runner.abandoned) == (0, 0)
     recovered = await run_test(analyst_spec(snowflake_front), password_secret())
     assert recovered.reason is Reason.CONNECTED, recovered.message
 
 
 async def test_a_hung_key_pair_login_frees_its_thread_within_the_budget(
-    registered_key: KeyMaterial, monkeypatch: pytest.MonkeyPatch
+    registered_key: KeyMaterial, one_thread: BlockingCallRunner[Any]
 ) -> None:
     """The connector's key-pair login waits 10 s per request unless held to the budget."""
-    runner = BlockingCallRunner[Any](1, "snowflake-test", "Snowflake")
-    monkeypatch.setattr(snowflake_provider.PROVIDER, "runner", runner)
+    runner = one_thread
     with silent_listener() as port:
         started = time.monotonic()
         result = await run_test(
@@ -444,8 +432,7 @@ async def test_a_hung_key_pair_login_frees_its_thread_within_the_budget(
             secret(username=KEY_USER, private_key=registered_key.pkcs8),
         )
         assert result.reason is Reason.TIMEOUT
-        while runner.busy and time.monotonic() - started < 12:
-            await asyncio.sleep(0.05)
+        await poll_until_async(lambda: not runner.busy, 12 - (time.monotonic() - started))
         freed_after = time.monotonic() - started
     assert runner.busy == 0
     assert freed_after < 3.0

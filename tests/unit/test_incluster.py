@@ -7,6 +7,7 @@ import ssl
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import kopf
@@ -135,9 +136,9 @@ def write_kubeconfig(path: Path, server: str) -> Path:
     return path
 
 
-def login() -> kopf.ConnectionInfo:
-    info: kopf.ConnectionInfo = _login(Runtime(Settings()), kopf.OperatorSettings())
-    return info
+def login() -> Any:
+    """The operator's login (kopf's ConnectionInfo), outside a running operator."""
+    return _login(Runtime(Settings()), kopf.OperatorSettings())
 
 
 def test_login_in_a_cluster_uses_the_variables_not_cluster_dns(
@@ -190,8 +191,11 @@ def test_a_pod_without_a_token_or_kubeconfig_says_why(
 
 
 @pytest.fixture
-async def tls_api(tmp_path: Path) -> AsyncIterator[tuple[int, list[str], dict[str, str]]]:
-    """An https API on localhost that accepts only ``accepted["token"]``; records what it saw."""
+async def tls_api(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> AsyncIterator[tuple[list[str], dict[str, str]]]:
+    """An https API at localhost (the service variables point at it) that accepts only
+    ``accepted["token"]``; ``seen`` lists the tokens it was sent. Its CA: ``authority.crt``."""
     authority = CertificateAuthority()
     cert, key = authority.issue(["localhost"])
     (tmp_path / "server.crt").write_bytes(cert)
@@ -213,49 +217,40 @@ async def tls_api(tmp_path: Path) -> AsyncIterator[tuple[int, list[str], dict[st
     app.router.add_get("/api/v1/namespaces/ops", handle)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
-    await site.start()
-    port = runner.addresses[0][1]
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context).start()
+    clean_env.setenv("KUBERNETES_SERVICE_HOST", "localhost")
+    clean_env.setenv("KUBERNETES_SERVICE_PORT", str(runner.addresses[0][1]))
     try:
-        yield port, seen, accepted
+        yield seen, accepted
     finally:
         await runner.cleanup()
 
 
+@pytest.fixture
+async def client() -> AsyncIterator[KubeClient]:
+    """The operator's own client, logging in as the operator does."""
+    kube_client = KubeClient(login)
+    yield kube_client
+    await kube_client.close()
+
+
 async def test_the_operator_client_logs_in_again_with_the_rotated_token(
-    clean_env: pytest.MonkeyPatch,
-    tmp_path: Path,
-    tls_api: tuple[int, list[str], dict[str, str]],
+    tmp_path: Path, tls_api: tuple[list[str], dict[str, str]], client: KubeClient
 ) -> None:
-    port, seen, accepted = tls_api
-    clean_env.setenv("KUBERNETES_SERVICE_HOST", "localhost")
-    clean_env.setenv("KUBERNETES_SERVICE_PORT", str(port))
+    seen, accepted = tls_api
     directory = service_account(tmp_path / "sa", ca=(tmp_path / "authority.crt").read_bytes())
-    client = KubeClient(login)
-    try:
-        assert (await client.get_object("/api/v1/namespaces/ops"))["metadata"]["name"] == "ops"
-        # the kubelet rotates the file; the API server then rejects the old token
-        (directory / "token").write_text("token-2\n")
-        accepted["token"] = "token-2"
-        assert (await client.get_object("/api/v1/namespaces/ops"))["metadata"]["name"] == "ops"
-    finally:
-        await client.close()
+    assert (await client.get_object("/api/v1/namespaces/ops"))["metadata"]["name"] == "ops"
+    # the kubelet rotates the file; the API server then rejects the old token
+    (directory / "token").write_text("token-2\n")
+    accepted["token"] = "token-2"
+    assert (await client.get_object("/api/v1/namespaces/ops"))["metadata"]["name"] == "ops"
     assert seen == ["token-1", "token-1", "token-2"]
 
 
 async def test_tls_is_verified_against_the_service_account_ca(
-    clean_env: pytest.MonkeyPatch,
-    tmp_path: Path,
-    tls_api: tuple[int, list[str], dict[str, str]],
+    tmp_path: Path, tls_api: tuple[list[str], dict[str, str]], client: KubeClient
 ) -> None:
-    port, seen, _ = tls_api
-    clean_env.setenv("KUBERNETES_SERVICE_HOST", "localhost")
-    clean_env.setenv("KUBERNETES_SERVICE_PORT", str(port))
     service_account(tmp_path / "sa", ca=CertificateAuthority().cert_pem)  # another CA
-    client = KubeClient(login)
-    try:
-        with pytest.raises(aiohttp.ClientConnectorCertificateError):
-            await client.get_object("/api/v1/namespaces/ops", retries=0)
-    finally:
-        await client.close()
-    assert seen == []
+    with pytest.raises(aiohttp.ClientConnectorCertificateError):
+        await client.get_object("/api/v1/namespaces/ops", retries=0)
+    assert tls_api[0] == []

@@ -15,7 +15,7 @@ from tests.support.kubeapi import KubeAPIServer
 from tests.support.pgserver import CertificateAuthority, PostgresServer
 from tests.support.tls_front import TLSFront
 
-from .conftest import OperatorFactory
+from .conftest import OperatorFactory, postgres_connection
 
 
 @pytest.fixture
@@ -43,14 +43,7 @@ def test_a_pod_without_cluster_dns_connects_through_the_service_variables(
     home.mkdir()
 
     ns.create_secret("pg", {"username": postgres.user, "password": postgres.password})
-    ns.create_connection(
-        "db",
-        {
-            "provider": "postgres",
-            "credentialsSecretRef": {"name": "pg"},
-            "postgres": postgres.postgres_spec(sslMode="disable"),
-        },
-    )
+    ns.create_connection("db", postgres_connection(postgres, "pg"))
     op = operators(
         [ns.name],
         env={

@@ -22,12 +22,21 @@ RUN python -m venv /opt/venv
 # The project is built into a wheel, then installed with its dependencies. Every dependency
 # ships binary wheels for CPython 3.11 on x86_64 and aarch64: --only-binary keeps a compiler
 # out of the build (and fails loudly should one ever be needed). pip installs compiled
-# bytecode; pip itself is then removed, as nothing installs at run time.
+# bytecode; then the packaging tools the venv brought are removed (nothing installs at run
+# time, nothing at run time imports them, and image scanners flag them): pip, setuptools with
+# its pkg_resources, _distutils_hack and distutils-precedence.pth, and wheel should any
+# dependency pull it in. The last step fails the build if any of them is left.
 COPY pyproject.toml README.md ./
 COPY operator ./operator
 RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \
     && /opt/venv/bin/pip install --only-binary=:all: /wheels/*.whl \
-    && /opt/venv/bin/pip uninstall --yes pip
+    && /opt/venv/bin/pip uninstall --yes setuptools wheel pip \
+    && rm -rf /opt/venv/lib/python3*/site-packages/_distutils_hack \
+              /opt/venv/lib/python3*/site-packages/distutils-precedence.pth \
+    && test -z "$(find /opt/venv -maxdepth 4 \( -iname 'pip' -o -iname 'pip-*' -o -iname 'pip3*' \
+                  -o -iname 'setuptools*' -o -iname 'pkg_resources' -o -iname '_distutils_hack' \
+                  -o -iname 'distutils-precedence.pth' -o -iname 'wheel' -o -iname 'wheel-*' \) \
+                  -print)"
 
 # --- final: the runtime only -----------------------------------------------------------------
 FROM ${PYTHON_IMAGE}

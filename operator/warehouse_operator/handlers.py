@@ -20,7 +20,14 @@ import kopf
 from aiohttp import web
 
 from warehouse_operator import inuse, leader, metrics, webhooks
-from warehouse_operator.kube import KubeClient, SecretMetadataWatch, pod_namespace
+from warehouse_operator.kube import (
+    InClusterError,
+    KubeClient,
+    SecretMetadataWatch,
+    in_cluster_config,
+    pod_namespace,
+    service_account_dir,
+)
 from warehouse_operator.models import GROUP, PLURAL, VERSION
 from warehouse_operator.scheduler import Scheduler
 from warehouse_operator.settings import Settings
@@ -58,18 +65,32 @@ class Runtime:
 
 
 def _login(runtime: Runtime, settings: kopf.OperatorSettings) -> Any:
-    """Log in the way kopf does by default, and remember the result for our own API writes."""
+    """Log in in-cluster (as client-go's rest.InClusterConfig) or else by kubeconfig, and
+    remember the result for our own API writes. Called again whenever kopf or KubeClient get a
+    401, so a rotated service-account token is read afresh."""
     info = None
     try:
-        info = kopf.login_via_client(logger=logger, settings=settings)
-    except kopf.LoginError:
-        info = None
-    if info is None:
-        info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(
-            settings=settings
+        found = in_cluster_config(os.environ, service_account_dir(os.environ))
+        in_cluster_error = None
+    except InClusterError as exc:  # a mounted kubeconfig may still serve, as it did before
+        found, in_cluster_error = None, exc
+    if found is not None:
+        info = kopf.ConnectionInfo(
+            server=found.server,
+            ca_path=found.ca_path,
+            token=found.token,
+            default_namespace=found.namespace,
+            trust_env=settings.networking.trust_env,
         )
     if info is None:
-        raise kopf.LoginError("no kubeconfig and no in-cluster service account found")
+        try:  # exec and auth-provider plugins (cli lets the client library in only for those)
+            info = kopf.login_via_client(logger=logger, settings=settings)
+        except kopf.LoginError:
+            info = None
+    if info is None:
+        info = kopf.login_with_kubeconfig(settings=settings)
+    if info is None:
+        raise kopf.LoginError(str(in_cluster_error or "not in a cluster and no kubeconfig found"))
     runtime.login_info = info
     return info
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +120,78 @@ def test_no_compiler_or_pip_cache(stages: list[Stage]) -> None:
     assert env_of(builder).get("PIP_NO_CACHE_DIR") == "1"
     install = " ".join(builder.args_of("RUN"))
     assert "--only-binary=:all:" in install  # fail rather than compile a dependency
+
+
+# What the virtualenv brings for installing and nothing at run time imports; scanners flag it.
+PACKAGING_TOOLS = (
+    "pip",
+    "setuptools",
+    "pkg_resources",
+    "_distutils_hack",
+    "distutils-precedence.pth",
+    "wheel",
+)
+
+
+def cleanup_steps(stages: list[Stage]) -> list[str]:
+    """The builder's steps from the uninstall on, with /opt/venv as written."""
+    run = next(args for args in stages[0].args_of("RUN") if "pip uninstall" in args)
+    steps = run.split(" && ")
+    first = next(i for i, step in enumerate(steps) if "pip uninstall" in step)
+    return steps[first:]
+
+
+def run_steps(steps: list[str], venv: Path) -> subprocess.CompletedProcess[str]:
+    script = " && ".join(step.replace("/opt/venv", str(venv)) for step in steps)
+    return subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def fresh_venv(path: Path) -> Path:
+    """A virtualenv made the way the builder makes /opt/venv (with pip and setuptools)."""
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, timeout=120)
+    return path
+
+
+def site_packages(venv: Path) -> Path:
+    return next((venv / "lib").glob("python3*/site-packages"))
+
+
+def test_the_venv_keeps_no_packaging_tools(stages: list[Stage], tmp_path: Path) -> None:
+    steps = cleanup_steps(stages)
+    assert steps[-1].startswith("test -z")  # the build fails if anything is left
+    venv = fresh_venv(tmp_path / "venv")
+    before = {p.name for p in site_packages(venv).iterdir()}
+    assert {"pip", "setuptools", "_distutils_hack", "distutils-precedence.pth"} <= before
+    done = run_steps(steps, venv)
+    assert done.returncode == 0, done.stdout + done.stderr
+    left = sorted(
+        p.name
+        for p in [*site_packages(venv).iterdir(), *(venv / "bin").iterdir()]
+        if p.name.lower().startswith(PACKAGING_TOOLS)
+    )
+    assert left == []
+    gone = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import setuptools"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "No module named 'setuptools'" in gone.stderr
+
+
+@pytest.mark.parametrize("planted", ["wheel", "wheel-0.44.0.dist-info", "setuptools", "pip"])
+def test_the_build_fails_when_a_packaging_tool_is_left(
+    stages: list[Stage], tmp_path: Path, planted: str
+) -> None:
+    # e.g. a dependency that pulls wheel in at install time: the guard stops the build
+    venv = tmp_path / "venv"
+    (venv / "lib" / "python3.11" / "site-packages" / planted).mkdir(parents=True)
+    (venv / "bin").mkdir()
+    done = run_steps(cleanup_steps(stages)[-1:], venv)
+    assert done.returncode != 0
 
 
 def test_runs_as_numeric_non_root_with_read_only_root(stages: list[Stage]) -> None:

@@ -2,7 +2,8 @@
 
 ``port.KubeApi`` is what the rest of the operator depends on; ``client.KubeClient`` implements it
 over HTTP; ``errors`` holds the typed errors, ``paths`` every API path, ``watch`` the
-metadata-only Secret watch.
+metadata-only Secret watch,
+``incluster`` the in-cluster connection info (service account, KUBERNETES_SERVICE_*).
 """
 
 from warehouse_operator.kube.client import KubeClient
@@ -15,6 +16,12 @@ from warehouse_operator.kube.errors import (
     NotFound,
     Unauthorized,
     describe,
+)
+from warehouse_operator.kube.incluster import (
+    InClusterConfig,
+    InClusterError,
+    in_cluster_config,
+    service_account_dir,
 )
 from warehouse_operator.kube.paths import (
     connection_path,
@@ -30,6 +37,8 @@ __all__ = [
     "Conflict",
     "Forbidden",
     "Gone",
+    "InClusterConfig",
+    "InClusterError",
     "Invalid",
     "KubeApi",
     "KubeClient",
@@ -38,7 +47,9 @@ __all__ = [
     "Unauthorized",
     "connection_path",
     "describe",
+    "in_cluster_config",
     "is_dns_subdomain",
     "object_path",
     "pod_namespace",
+    "service_account_dir",
 ]

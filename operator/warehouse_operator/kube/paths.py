@@ -6,6 +6,7 @@ import os
 import re
 from collections.abc import Mapping
 
+from warehouse_operator.kube.incluster import service_account_dir
 from warehouse_operator.models import GROUP, PLURAL, VERSION
 
 CONNECTIONS = f"{GROUP}/{VERSION}"
@@ -34,9 +35,6 @@ def connection_path(namespace: str, name: str, subresource: str | None = None) -
     return object_path(CONNECTIONS, PLURAL, namespace, name, subresource)
 
 
-SERVICE_ACCOUNT_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-
-
 def pod_namespace(environ: Mapping[str, str] | None = None) -> str:
     """The operator's own namespace: POD_NAMESPACE (downward API), else the service account's,
     else ``default`` (running outside a cluster)."""
@@ -44,7 +42,7 @@ def pod_namespace(environ: Mapping[str, str] | None = None) -> str:
     if environ.get("POD_NAMESPACE"):
         return environ["POD_NAMESPACE"]
     try:
-        with open(SERVICE_ACCOUNT_NAMESPACE_FILE, encoding="utf-8") as handle:
+        with open(service_account_dir(environ) / "namespace", encoding="utf-8") as handle:
             found = handle.read().strip()
     except OSError:
         found = ""

@@ -176,7 +176,8 @@ class StopSignals:
     mask of the thread that starts them, and this runs before any does) and one thread takes
     them with ``sigwait``. So no moment is left where the default action could kill the
     process: not while modules load, not while kopf swaps its handlers in, not after the event
-    loop has closed. While the loop runs, a signal sets its stop event (kopf's ``stop_flag``).
+    loop has closed. Before the loop runs, a signal ends the process at once (nothing has
+    started); while it runs, a signal sets its stop event (kopf's ``stop_flag``).
     """
 
     def __init__(self) -> None:
@@ -202,13 +203,12 @@ class StopSignals:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
     def attach(self, event: asyncio.Event) -> None:
-        """Set ``event`` (in the running loop) on a signal, or now if one came already."""
+        """From now on a signal sets ``event`` (in the running loop); before, it ends the
+        process at once (exit 0)."""
         import asyncio
 
         with self._lock:
             self.loop, self._event = asyncio.get_running_loop(), event
-            if self.received is not None:
-                event.set()
 
     def _take(self) -> None:
         while True:
@@ -216,6 +216,10 @@ class StopSignals:
             with self._lock:
                 if self._released:
                     return
+                if self.loop is None:
+                    # nothing has started yet (modules are loading): nothing to clean up
+                    sys.stdout.flush()
+                    os._exit(0)
                 first = self.received is None
                 self.received = received
                 loop, event = self.loop, self._event
@@ -235,8 +239,6 @@ def _run(args: argparse.Namespace, stop: StopSignals) -> int:
     from warehouse_operator.handlers import run_operator
 
     configure_logging(conf.log_format, conf.log_level)
-    if stop.received is not None:
-        return 0  # asked to stop while loading: nothing has started, nothing to clean up
 
     import asyncio
 

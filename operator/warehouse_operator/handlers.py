@@ -285,7 +285,7 @@ async def _start_servers(runtime: Runtime) -> None:
     for port, defs in routes.items():
         app = web.Application()
         app.add_routes(defs)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)  # a stop waits ≤ 1 s
         await runner.setup()
         await web.TCPSite(runner, host="0.0.0.0", port=port).start()
         runtime.servers.append(runner)

@@ -24,4 +24,4 @@ export K8S_PORT ETCD_PORT ETCD_PEER_PORT
 stop() { bash "$REALK8S" down "$DIR" >/dev/null 2>&1 || true; rm -rf "$DIR"; }
 trap stop EXIT
 bash "$REALK8S" up "$DIR"
-WHC_E2E_KUBECONFIG="$DIR/kubeconfig" .venv/bin/pytest -q -p no:cacheprovider --durations=5 tests/e2e
+WHC_E2E_KUBECONFIG="$DIR/kubeconfig" .venv/bin/pytest -q -p no:cacheprovider --durations=5 tests/e2e "$@"

@@ -106,7 +106,7 @@ class OperatorProcess(Managed):
                 return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
         return True
 
-    def wait_until_stoppable(self, timeout: float = 10.0) -> None:
+    def wait_until_stoppable(self, timeout: float = 5.0) -> None:
         poll_until(self.takes_stop_signals, timeout, 0.01, give_up=self._exited)
 
     def stop(self, timeout: float = 15.0) -> int | None:

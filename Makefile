@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup test-deps lint typecheck contracts unit integration e2e crd docs bench-smoke clean
+.PHONY: run test setup test-deps lint typecheck contracts unit integration e2e e2e-real-apiserver crd docs bench-smoke clean
 
 # The virtualenv, reinstalled when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -39,9 +39,14 @@ contracts: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
 
-# The whole suite: static checks, then unit, integration, e2e and deployment tests.
+# The whole suite: static checks, then unit, integration, e2e and deployment tests; then the e2e
+# tests again on a real kube-apiserver where ../shared/k8s is there (skipped, saying so, if not).
 test: test-deps lint typecheck contracts
 	$(BIN)/pytest -q -p no:cacheprovider --durations=15
+	bash scripts/ci/e2e-real-apiserver.sh
+
+e2e-real-apiserver: $(STAMP)
+	bash scripts/ci/e2e-real-apiserver.sh
 
 # After editing crds/: copy it to the kustomize base, the Helm chart and the package (tests fail
 # while any copy differs).

@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from warehouse_operator import settings as settings_mod
-from warehouse_operator.models import GROUP, KIND, TEST_REQUESTED_ANNOTATION
-from warehouse_operator.probe import DEFAULT_DENIED, EgressPolicy, run_test
-from warehouse_operator.status import compute_status
+# Only light parts of the standard library load with this module: `run` takes SIGTERM over
+# before the rest (about a second of imports) loads; see StopSignals.
+if TYPE_CHECKING:
+    import asyncio
 
 EXIT_CONNECTED = 0
 EXIT_FAILED = 1
@@ -31,6 +30,9 @@ class UsageError(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from warehouse_operator import settings as settings_mod
+    from warehouse_operator.probe import DEFAULT_DENIED
+
     parser = argparse.ArgumentParser(
         prog="warehouse-operator",
         description="Keeps data-warehouse connections honest: tests WarehouseConnections and reports in status.",
@@ -68,15 +70,32 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    stop = StopSignals() if words[:1] == ["run"] else None
+    if stop is not None:
+        stop.catch()
+    try:
+        return _main(words, stop)
+    finally:
+        if stop is not None and stop.loop is None:
+            stop.release()  # `run` never started (a usage error): signals act as before
+
+
+def _main(argv: Sequence[str], stop: StopSignals | None) -> int:
+    from warehouse_operator import settings as settings_mod
+
     args = _parser().parse_args(argv)
     if args.command == "run":
+        assert stop is not None
         try:
-            return _run(args)
+            return _run(args, stop)
         except settings_mod.UsageError as exc:
             print(exc.message, file=sys.stderr)
             return EXIT_USAGE
     if args.command == "check":
         try:
+            import asyncio
+
             return asyncio.run(_check(args))
         except UsageError as exc:
             print(f"warehouse-operator check: {exc}", file=sys.stderr)
@@ -100,6 +119,8 @@ def _kubeconfig_needs_client_library(environ: Mapping[str, str]) -> bool:
     client library whenever it is installed, which costs about 70 MB of memory and 3 s of
     start-up, so the operator keeps it out unless the kubeconfig needs it.
     """
+    import yaml
+
     paths = [p for p in environ.get("KUBECONFIG", "").split(":") if p] or [
         os.path.expanduser("~/.kube/config")
     ]
@@ -145,15 +166,88 @@ def configure_logging(log_format: str, log_level: str) -> None:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
-def _run(args: argparse.Namespace) -> int:
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+
+
+class StopSignals:
+    """SIGTERM or SIGINT, whenever it comes, asks the operator to stop, and it exits 0.
+
+    No handler is installed: the signals are blocked in every thread (threads inherit the
+    mask of the thread that starts them, and this runs before any does) and one thread takes
+    them with ``sigwait``. So no moment is left where the default action could kill the
+    process: not while modules load, not while kopf swaps its handlers in, not after the event
+    loop has closed. Before the loop runs, a signal ends the process at once (nothing has
+    started); while it runs, a signal sets its stop event (kopf's ``stop_flag``).
+    """
+
+    def __init__(self) -> None:
+        self.received: signal.Signals | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._event: asyncio.Event | None = None
+        self._lock = threading.Lock()
+        self._taker: threading.Thread | None = None
+        self._released = False
+
+    def catch(self) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        self._taker = threading.Thread(target=self._take, name="stop-signals", daemon=True)
+        self._taker.start()
+
+    def release(self) -> None:
+        """Signals act as before again (for a `run` that never started: a usage error)."""
+        with self._lock:
+            self._released = True
+        if self._taker is not None and self._taker.ident is not None:
+            signal.pthread_kill(self._taker.ident, signal.SIGTERM)  # wakes it up to end
+            self._taker.join(timeout=1.0)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+    def attach(self, event: asyncio.Event) -> None:
+        """From now on a signal sets ``event`` (in the running loop); before, it ends the
+        process at once (exit 0)."""
+        import asyncio
+
+        with self._lock:
+            self.loop, self._event = asyncio.get_running_loop(), event
+
+    def _take(self) -> None:
+        while True:
+            received = signal.Signals(signal.sigwait(STOP_SIGNALS))
+            with self._lock:
+                if self._released:
+                    return
+                if self.loop is None:
+                    # nothing has started yet (modules are loading): nothing to clean up
+                    sys.stdout.flush()
+                    os._exit(0)
+                first = self.received is None
+                self.received = received
+                loop, event = self.loop, self._event
+            if first:
+                logging.getLogger("warehouse_operator").info("%s received: stopping", received.name)
+            if loop is not None and event is not None:
+                with contextlib.suppress(RuntimeError):  # the loop has closed: we are exiting
+                    loop.call_soon_threadsafe(event.set)
+
+
+def _run(args: argparse.Namespace, stop: StopSignals) -> int:
+    from warehouse_operator import settings as settings_mod
+
     conf = settings_mod.from_args(args)  # bad input fails before anything is imported
     if not _kubeconfig_needs_client_library(os.environ):
         sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
     from warehouse_operator.handlers import run_operator
 
     configure_logging(conf.log_format, conf.log_level)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_operator(conf))
+
+    import asyncio
+
+    async def operate() -> None:
+        stop_flag = asyncio.Event()
+        stop.attach(stop_flag)
+        await run_operator(conf, stop_flag=stop_flag)
+
+    asyncio.run(operate())
     return 0
 
 
@@ -161,6 +255,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _documents(path: str) -> list[Mapping[str, Any]]:
+    import yaml
+
     try:
         text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
     except OSError as exc:
@@ -207,6 +303,12 @@ def _secret_data(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def _check(args: argparse.Namespace) -> int:
+    import yaml
+
+    from warehouse_operator.models import GROUP, KIND, TEST_REQUESTED_ANNOTATION
+    from warehouse_operator.probe import EgressPolicy, run_test
+    from warehouse_operator.status import compute_status
+
     docs = _documents(args.filename)
     connections = [
         d

@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 LEASE_API_VERSION = "coordination.k8s.io/v1"
 JITTER = 1.2  # client-go's JitterFactor: retries are spread over [period, 1.2 * period]
+RELEASE_TIMEOUT = 1.0  # seconds for the release of the Lease at shutdown, GET and PUT together
 
 
 @dataclass(frozen=True)
@@ -303,20 +304,19 @@ class LeaderElector:
         if not self.is_leader:
             return
         self._stop_leading("released")
+        # at most RELEASE_TIMEOUT: a stop never waits on an API that does not answer (the
+        # Lease then simply expires)
+        timeout = min(self._request_timeout, RELEASE_TIMEOUT)
         with contextlib.suppress(Exception):
-            async with asyncio.timeout(self._request_timeout * 2):
-                lease = await self.api.get_object(
-                    self.path, timeout=self._request_timeout, retries=0
-                )
+            async with asyncio.timeout(RELEASE_TIMEOUT):
+                lease = await self.api.get_object(self.path, timeout=timeout, retries=0)
                 if not isinstance(lease, Mapping):
                     return
                 current = LeaseRecord.from_lease(lease)
                 if current.holder != self.identity:
                     return  # someone else holds it already: leave it alone
                 body = _lease_body(lease, released(current, datetime.now(UTC)))
-                await self.api.replace_object(
-                    self.path, body, timeout=self._request_timeout, retries=0
-                )
+                await self.api.replace_object(self.path, body, timeout=timeout, retries=0)
 
 
 def _lease_body(lease: Mapping[str, Any], record: LeaseRecord) -> dict[str, Any]:

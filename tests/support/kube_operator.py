@@ -8,6 +8,7 @@ was ever logged). It can be stopped, killed and started again.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -90,8 +91,28 @@ class OperatorProcess(Managed):
             )
         return self
 
+    def takes_stop_signals(self) -> bool:
+        """Whether the operator's own code runs and has SIGTERM in hand (blocked in its threads,
+        taken by one of them). Before that, in the first tens of milliseconds of the
+        interpreter starting, nothing of the operator exists yet to answer a signal."""
+        if self._process is None:
+            return False
+        try:
+            status = Path(f"/proc/{self._process.pid}/status").read_text()
+        except OSError:
+            return True  # gone, or no /proc here: nothing to wait for
+        for line in status.splitlines():
+            if line.startswith("SigBlk:"):
+                return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+        return True
+
+    def wait_until_stoppable(self, timeout: float = 5.0) -> None:
+        poll_until(self.takes_stop_signals, timeout, 0.01, give_up=self._exited)
+
     def stop(self, timeout: float = 15.0) -> int | None:
         """Ask the operator to stop (SIGTERM), as Kubernetes does; kill it if it hangs."""
+        if self.running:
+            self.wait_until_stoppable()
         process, self._process = self._process, None
         if process is None:
             return None

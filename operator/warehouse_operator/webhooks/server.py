@@ -93,7 +93,10 @@ class WebhookServer:
             assert self.self_signed is not None
             await self.self_signed.ensure()
             keeper = self.self_signed.run()
-        self._runner = web.AppRunner(build_app(self.admission), access_log=None)
+        # a stop gives a review in flight 1 s (aiohttp's default: 60), then answers no more
+        self._runner = web.AppRunner(
+            build_app(self.admission), access_log=None, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         site = web.TCPSite(
             self._runner, host=self.host, port=self.port, ssl_context=self.serving.context

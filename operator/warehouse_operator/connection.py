@@ -33,7 +33,7 @@ def _spec_hash(spec: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SpecView:
     """What scheduling needs from a spec."""
 
@@ -93,7 +93,7 @@ class Seen:
         )
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Tracked:
     """One connection the scheduler knows. Its status lives in the status writer."""
 

@@ -15,9 +15,8 @@ takes the cache back; any other event means someone else changed the object and 
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from warehouse_operator.kube.errors import Conflict
@@ -39,14 +38,12 @@ class Owner:
     fields: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class _Known:
     uid: str | None
     version: str | None
     status: dict[str, Any]
-    ours: collections.deque[str] = field(
-        default_factory=lambda: collections.deque(maxlen=_OWN_VERSIONS)
-    )
+    ours: tuple[str, ...] = ()  # a tuple, not a deque: 10,000 deques take 7.6 MB
 
 
 def _meta(body: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -177,19 +174,25 @@ class StatusWriter:
                 self.forget(key)
                 return None
             self.writes += 1
-            return self._written(key, known, merged, response)
+            return self._written(
+                key, known, merged, response, conditional=known.version is not None
+            )
         raise AssertionError("unreachable")
 
     def _written(
-        self, key: Key, known: _Known, merged: dict[str, Any], response: Any
+        self, key: Key, known: _Known, merged: dict[str, Any], response: Any, *, conditional: bool
     ) -> dict[str, Any]:
         meta = _meta(response) if isinstance(response, Mapping) else {}
         version = _str(meta.get("resourceVersion"))
         status = response.get("status") if isinstance(response, Mapping) else None
-        if version is not None and isinstance(status, Mapping):
-            merged = dict(status)  # the server's word, when it says which version it is
+        if not conditional and version is not None and isinstance(status, Mapping):
+            # written without knowing the object: the server's status may hold other owners'
+            # conditions. After a conditional write the server's status is ``merged`` itself,
+            # and keeping ours keeps its strings shared instead of a parsed copy per connection
+            # (4 KB each: 40 MB at 10,000 connections)
+            merged = dict(status)
         if version is not None:
-            known.ours.append(version)
+            known.ours = (*known.ours[1 - _OWN_VERSIONS :], version)
             if _not_newer(version, known.version):
                 return merged  # a newer event arrived while we wrote: keep it
         if self._known.get(key) is not known:

@@ -43,7 +43,7 @@ class _Known:
     uid: str | None
     version: str | None
     status: dict[str, Any]
-    ours: tuple[str, ...] = ()  # a tuple, not a deque: 10,000 deques take 7.6 MB
+    ours: tuple[str, ...] = ()  # a tuple, not a deque: an empty deque alone is 760 bytes
 
 
 def _meta(body: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -189,7 +189,8 @@ class StatusWriter:
             # written without knowing the object: the server's status may hold other owners'
             # conditions. After a conditional write the server's status is ``merged`` itself,
             # and keeping ours keeps its strings shared instead of a parsed copy per connection
-            # (4 KB each: 40 MB at 10,000 connections)
+            # (the bench's memory scenario read 322.5 MB at 10,000 connections with the copy, a
+            # deque per object and no slots; 263.9 and 286.9 MB without them)
             merged = dict(status)
         if version is not None:
             known.ours = (*known.ours[1 - _OWN_VERSIONS :], version)

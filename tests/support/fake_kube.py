@@ -83,7 +83,9 @@ class RecordingApi:
     async def get_object(self, path: str, *, timeout: float | None = None, retries: int = 0) -> Any:
         self.object_reads.append(path)
         parts = path.strip("/").split("/")
-        key = (parts[-3], parts[-1]) if len(parts) >= 3 else ("", "")
+        # .../namespaces/NS/<plural>/NAME, or .../<plural>/NAME for an object without a namespace
+        namespace = parts[parts.index("namespaces") + 1] if "namespaces" in parts else ""
+        key = (namespace, parts[-1])
         if key in self.gone or key not in self.objects:
             return None
         return copy.deepcopy(self.objects[key])

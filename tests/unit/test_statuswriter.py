@@ -71,6 +71,21 @@ async def test_a_conflicting_write_reads_once_merges_and_lands() -> None:
     assert api.objects[KEY]["status"] == {"phase": "Connected", "conditions": [READY, BLOCKED]}
 
 
+async def test_a_conflict_on_an_object_without_a_namespace_is_read_back_and_lands() -> None:
+    # found by the scheduler fuzz: the recording API read a namespace-less object's path
+    # wrong, so the re-read after a conflict found nothing and the result was dropped as for
+    # a deleted object (the fuzz then saw a connection never tested)
+    api = RecordingApi()
+    writer = StatusWriter(api)
+    key = ("", "c3")
+    writer.observe({"metadata": {"name": "c3", "resourceVersion": "d\x04x"}, "status": {}})
+    api.write_as_other("", "c3", {"phase": "Other"})
+    written = await writer.write(key, SCHEDULER, {"phase": "Connected", "conditions": [READY]})
+    assert written is not None
+    assert api.conflicts == 1
+    assert api.objects[key]["status"]["phase"] == "Connected"
+
+
 async def test_a_write_that_always_conflicts_gives_up_and_a_gone_object_is_none() -> None:
     api = RecordingApi()
     writer = StatusWriter(api, attempts=2)

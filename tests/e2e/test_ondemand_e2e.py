@@ -164,3 +164,36 @@ def test_all_tests_every_connection_and_prints_a_table(e2e: E2E) -> None:
         obj = e2e.ns.get_connection(name)
         asked = obj["metadata"]["annotations"][TEST_REQUESTED_ANNOTATION]
         assert obj["status"]["lastHandledTestRequest"] == asked
+
+
+def test_a_selector_picks_what_is_tested_and_one_failure_fails_the_run(e2e: E2E) -> None:
+    e2e.create_pg_secret("pg")
+    e2e.create_pg_secret("wrong", password="wrong-" + secrets.token_hex(8))
+    # a label only this test's objects carry: -A must not reach anyone else's on a real cluster
+    group = {"metadata": {"labels": {"whc-e2e-group": e2e.ns.name}}}
+    for name, secret in (("orders", "pg"), ("billing", "wrong"), ("other", "pg")):
+        e2e.ns.create_connection(name, e2e.postgres_spec(secret))
+        if name != "other":
+            e2e.ns.patch_connection(name, group)
+    e2e.wait_for_phase("other", "Connected")
+    e2e.wait_for_authentication_failure("billing")
+    before = e2e.ns.get_connection("other")["metadata"].get("annotations") or {}
+
+    selector = f"whc-e2e-group={e2e.ns.name}"
+    done = run(e2e, kubectl_whc_command(), "test", "-A", "-l", selector, "--timeout", "30s")
+
+    assert done.returncode == 1, done.stderr
+    rows = {line.split()[1]: line.split() for line in done.stdout.splitlines()[1:]}
+    assert set(rows) == {"orders", "billing"}
+    assert rows["orders"][3] == "Connected"
+    assert rows["billing"][3:5] == ["Failed", "AuthenticationFailed"]
+    after = e2e.ns.get_connection("other")["metadata"].get("annotations") or {}
+    assert after.get(TEST_REQUESTED_ANNOTATION) == before.get(TEST_REQUESTED_ANNOTATION)
+
+    status = run(e2e, kubectl_whc_command(), "status", "-A", "-l", selector)
+    assert status.returncode == 0, status.stderr
+    listed = [line.split()[:4] for line in status.stdout.splitlines()[1:]]
+    assert listed == [
+        [e2e.ns.name, "billing", "postgres", "Failed"],
+        [e2e.ns.name, "orders", "postgres", "Connected"],
+    ]

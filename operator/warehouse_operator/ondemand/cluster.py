@@ -22,6 +22,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import HTTPError
+from urllib3.exceptions import TimeoutError as urllib3_timeout
 
 from warehouse_operator.kube.incluster import (
     InClusterError,
@@ -32,6 +33,8 @@ from warehouse_operator.models import GROUP, PLURAL, TEST_REQUESTED_ANNOTATION, 
 
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 15.0
+# urllib3 retries a failed connect 3 times by default: 20 s before a silent address is reported
+CONNECT_RETRIES = 1
 MERGE_PATCH = "application/merge-patch+json"
 KUBECTL_VERBS = "get, list, watch and patch"
 
@@ -164,9 +167,8 @@ class _Errors:
         if isinstance(exc, ApiException):
             raise CommandError(self._api_message(exc)) from exc
         if isinstance(exc, HTTPError | OSError):
-            reason = getattr(exc, "reason", None) or exc
             raise CommandError(
-                f"cannot reach the Kubernetes API at {self.cluster.server}: {type(reason).__name__}"
+                f"cannot reach the Kubernetes API at {self.cluster.server}: {_transport_reason(exc)}"
             ) from exc
 
     def _api_message(self, exc: ApiException) -> str:
@@ -209,6 +211,22 @@ def _server_message(body: Any) -> str:
     """The ``message`` of the server's Status: it names the user, verb and resource, never a
     credential."""
     return " ".join(str(_status_body(body).get("message") or "").split())[:300]
+
+
+def _transport_reason(exc: BaseException) -> str:
+    """What a person understands of a failed connection ("Connection refused", "timed out"):
+    the socket's error, deep in urllib3's wrappers (whose NewConnectionError is a timeout)."""
+    chain: list[BaseException] = []
+    reason: BaseException | None = exc
+    while reason is not None and len(chain) < 8:
+        chain.append(reason)
+        reason = getattr(reason, "reason", None) or reason.__cause__ or reason.__context__
+    for link in chain:
+        if isinstance(link, OSError) and link.strerror:
+            return str(link.strerror)
+    if any(isinstance(link, TimeoutError | urllib3_timeout) for link in chain):
+        return "timed out"
+    return type(exc).__name__
 
 
 def _selectors(name: str | None, selector: str | None) -> dict[str, Any]:
@@ -257,7 +275,7 @@ def connect(
     except ConfigException as exc:
         raise CommandError(f"cannot use the kubeconfig: {_first_line(exc)}") from None
     namespace = ((chosen or {}).get("context") or {}).get("namespace") or "default"
-    return Cluster(api=client.ApiClient(configuration), namespace=str(namespace))
+    return _cluster(configuration, str(namespace))
 
 
 def _in_cluster(environ: Mapping[str, str]) -> Cluster:
@@ -274,7 +292,12 @@ def _in_cluster(environ: Mapping[str, str]) -> Cluster:
     configuration.api_key = {"authorization": found.token}
     configuration.api_key_prefix = {"authorization": "Bearer"}
     configuration.ssl_ca_cert = found.ca_path
-    return Cluster(api=client.ApiClient(configuration), namespace=found.namespace or "default")
+    return _cluster(configuration, found.namespace or "default")
+
+
+def _cluster(configuration: Any, namespace: str) -> Cluster:
+    configuration.retries = CONNECT_RETRIES
+    return Cluster(api=client.ApiClient(configuration), namespace=namespace)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -349,3 +349,11 @@ def test_the_package_installs_the_kubectl_plugin() -> None:
     assert target == "warehouse_operator.ondemand.command:kubectl_main"
     # kubectl finds a plugin by its file name: kubectl-whc serves `kubectl whc`
     assert command.kubectl_parser().prog == "kubectl whc"
+
+
+def test_a_broken_kubeconfig_is_an_error_that_quotes_none_of_it(tmp_path: Path) -> None:
+    path = tmp_path / "k"
+    path.write_text("users: [{name: u, user: {token: kube-token-canary}\n")
+    with pytest.raises(CommandError) as raised:
+        connect(str(path), None, {})
+    assert str(raised.value) == f"cannot use the kubeconfig: {path} is not valid YAML"

@@ -18,6 +18,7 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
@@ -274,6 +275,10 @@ def connect(
         )
     except ConfigException as exc:
         raise CommandError(f"cannot use the kubeconfig: {_first_line(exc)}") from None
+    except yaml.YAMLError:  # its text quotes the file, which may hold a token
+        raise CommandError(f"cannot use the kubeconfig: {paths} is not valid YAML") from None
+    except OSError as exc:
+        raise CommandError(f"cannot use the kubeconfig: {exc.filename}: {exc.strerror}") from None
     namespace = ((chosen or {}).get("context") or {}).get("namespace") or "default"
     return _cluster(configuration, str(namespace))
 

@@ -1,4 +1,4 @@
-"""``warehouse-operator run | check | crd``."""
+"""``warehouse-operator run | check | crd | test``."""
 
 from __future__ import annotations
 
@@ -31,13 +31,14 @@ class UsageError(Exception):
 
 def _parser() -> argparse.ArgumentParser:
     from warehouse_operator import settings as settings_mod
+    from warehouse_operator.ondemand import command as ondemand
     from warehouse_operator.probe import DEFAULT_DENIED
 
     parser = argparse.ArgumentParser(
         prog="warehouse-operator",
         description="Keeps data-warehouse connections honest: tests WarehouseConnections and reports in status.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,check,crd}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,check,crd,test}")
     run = sub.add_parser(
         "run",
         help="run the operator against the current kubeconfig (or in-cluster)",
@@ -66,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated CIDRs never connected to",
     )
     sub.add_parser("crd", help="print the CustomResourceDefinition")
+    ondemand.add_test_arguments(
+        sub.add_parser("test", help="ask the running operator for a test now and wait for it")
+    )
     return parser
 
 
@@ -105,6 +109,10 @@ def _main(argv: Sequence[str], stop: StopSignals | None) -> int:
 
         sys.stdout.write(crd_text())
         return 0
+    if args.command == "test":
+        from warehouse_operator.ondemand import command as ondemand
+
+        return ondemand.execute(args, "warehouse-operator test")
     return EXIT_USAGE
 
 

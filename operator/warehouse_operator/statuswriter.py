@@ -22,6 +22,7 @@ from typing import Any
 from warehouse_operator.kube.errors import Conflict
 from warehouse_operator.kube.paths import connection_path
 from warehouse_operator.kube.port import KubeApi
+from warehouse_operator.status import merge_patch
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -87,10 +88,7 @@ def merge(known: Mapping[str, Any], owner: Owner, part: Mapping[str, Any]) -> di
 def _patch(known: Mapping[str, Any], merged: Mapping[str, Any], owner: Owner) -> dict[str, Any]:
     """A merge patch turning ``known`` into ``merged`` (a removed key is None). An owner of
     conditions only sends the conditions."""
-    patch: dict[str, Any] = dict(merged)
-    for key in known:
-        if key not in merged:
-            patch[key] = None
+    patch = merge_patch(known, merged)
     if not owner.fields:
         patch = {"conditions": patch.get("conditions")}
     return patch

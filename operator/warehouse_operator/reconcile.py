@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from warehouse_operator import metrics
 from warehouse_operator.connection import Tracked
+from warehouse_operator.kube.errors import describe
 from warehouse_operator.kube.port import KubeApi
 from warehouse_operator.models import ProbeResult, Reason
 from warehouse_operator.probe import EgressPolicy, run_test
@@ -81,7 +82,7 @@ class Reconciler:
             try:
                 await self.writer.write(t.key, OWNER, status)
             except Exception as exc:  # the test's own write will follow anyway
-                logger.debug("pending status of %s/%s not written: %s", *t.key, api_failure(exc))
+                logger.debug("pending status of %s/%s not written: %s", *t.key, describe(exc))
 
     async def _secret(self, t: Tracked) -> dict[str, object] | None:
         if not t.secret_name:
@@ -147,5 +148,5 @@ class Reconciler:
             )
         except Exception as exc:  # an event is worth less than the status that was written
             logger.warning(
-                "could not post event %s for %s/%s: %s", event.reason, *t.key, api_failure(exc)
+                "could not post event %s for %s/%s: %s", event.reason, *t.key, describe(exc)
             )

@@ -31,7 +31,7 @@ from warehouse_operator.kube import (
 from warehouse_operator.models import GROUP, PLURAL, VERSION
 from warehouse_operator.scheduler import Scheduler
 from warehouse_operator.settings import Settings
-from warehouse_operator.tasks import cancel_all
+from warehouse_operator.tasks import cancel_all, cancel_and_wait_all
 
 logger = logging.getLogger("warehouse_operator")
 
@@ -234,9 +234,7 @@ async def _stop(runtime: Runtime) -> None:
     cancelled (in-flight writes with it) and the Lease release has a short bound of its own."""
     runtime.ready = False
     watches, runtime.secret_watches = runtime.secret_watches, []
-    for task in watches:
-        task.cancel()
-    await asyncio.gather(*watches, return_exceptions=True)
+    await cancel_and_wait_all(watches)
     if runtime.webhook is not None:
         await runtime.webhook.stop()
     if runtime.scheduler is not None:

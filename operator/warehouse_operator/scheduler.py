@@ -25,6 +25,7 @@ from warehouse_operator.probe import EgressPolicy, warm_up
 from warehouse_operator.reconcile import BACKOFF_BASE, JITTER, Reconciler, backoff_delay, jittered
 from warehouse_operator.secretcache import SecretCache
 from warehouse_operator.statuswriter import StatusWriter
+from warehouse_operator.tasks import cancel_and_wait_all
 from warehouse_operator.workqueue import Gate, WorkQueue
 
 __all__ = ["BACKOFF_BASE", "JITTER", "ROUTINE", "URGENT", "Scheduler", "backoff_delay", "jittered"]
@@ -121,9 +122,7 @@ class Scheduler:
         self.queue.pause()
 
     async def stop(self) -> None:
-        for task in self._background:
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await cancel_and_wait_all(self._background)
         await self.secrets.stop()
         await self.queue.stop()
 

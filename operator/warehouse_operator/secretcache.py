@@ -15,6 +15,7 @@ from typing import Any
 
 from warehouse_operator.kube.errors import Forbidden, describe
 from warehouse_operator.kube.port import KubeApi
+from warehouse_operator.tasks import cancel_and_wait_all
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +45,7 @@ class SecretCache:
         return skey in self._data
 
     async def stop(self) -> None:
-        for task in self._background:
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await cancel_and_wait_all(self._background)
 
     # --- who uses what ---------------------------------------------------------------------------
 

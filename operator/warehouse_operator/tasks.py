@@ -18,6 +18,14 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
         await task
 
 
+async def cancel_and_wait_all(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel every task and return once all have ended (what they raised is theirs)."""
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def cancel_all(tasks: Iterable[asyncio.Task[Any]], timeout: float = 1.0) -> None:
     """Cancel ``tasks`` and give them ``timeout`` seconds to end: a stop waits on no task that
     holds on to its cancellation."""
